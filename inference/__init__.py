@@ -1,0 +1,1 @@
+"""Inference: posterior over (component, mechanism) from the evidence of each hypothesis."""

@@ -1,0 +1,1 @@
+"""Mechanisms: Bayesian generative models, one per failure mechanism."""
