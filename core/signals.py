@@ -30,6 +30,8 @@ CANONICAL_SIGNALS: tuple[str, ...] = (
     "lat_p95",
     "lat_p99",
     "restarts",
+    "self_time",
+    "callee_time",
 )
 
 # Plain aliases, matched case-insensitively as whole suffixes.
@@ -58,6 +60,9 @@ _ALIASES: dict[str, str] = {
     "latency-avg": "lat_avg",
     "restarts": "restarts",
     "restart": "restarts",
+    # From traces: mean time per request in the service's own spans, and waiting on callees.
+    "self_time": "self_time",
+    "callee_time": "callee_time",
 }
 
 # Quantile aliases: lat_p99, lat_99, latency-99, latency_p99, latency99, p99.
