@@ -1,0 +1,490 @@
+"""The incident store and ``latentcause reanalyze``: specs, history, staleness, locks, crashes.
+
+The reanalysis tests run the real command in subprocesses on a store of small generated
+incidents (wide CSV, 10 minutes at 5 s, four components, one clear fault) analysed with few
+draws; one store is analysed once per session and copied for each scenario.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from filelock import FileLock
+
+from latentcause.errors import StoreError
+from latentcause.store import (
+    Store,
+    compare_reports,
+    describe_changes,
+    load_spec,
+    parse_spec,
+    report_digest,
+    source_sha256,
+    spec_sha256,
+)
+from latentcause.store._layout import staging_path
+
+CLI = str(Path(sys.executable).parent / "latentcause")
+T0 = 1_700_000_000.0
+ARTEFACTS = {"report.json", "report.md", "report.html", "posterior.nc", "stamp.json",
+             "changes.json"}
+
+
+# -- data -------------------------------------------------------------------------------------
+
+def make_incident_csv(path: Path, *, seed: int, root: str = "carts",
+                      components: tuple[str, ...] = ("frontend", "carts", "orders", "payment"),
+                      minutes: float = 10.0, step_s: float = 5.0, onset_s: float = 300.0) -> float:
+    """Write a wide CSV with a capacity loss in ``root`` at ``onset_s``; return the onset time.
+
+    Before the onset every component idles around its own utilisation with noise. From the
+    onset the root's CPU saturates and its latency climbs several-fold (queueing), its callers
+    (``frontend``) see part of that latency, the others stay as they were; request rates are
+    unchanged, which is what separates a capacity loss from a traffic surge.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(minutes * 60 / step_s)
+    t = T0 + np.arange(n) * step_s
+    after = (t - T0) >= onset_s
+    ramp = np.clip((t - T0 - onset_s) / 30.0, 0.0, 1.0)
+    cols: dict[str, Any] = {"time": t}
+    for i, comp in enumerate(components):
+        rps = 50.0 + 10 * i + rng.normal(0, 1.5, n)
+        cpu = 0.25 + 0.05 * i + rng.normal(0, 0.01, n)
+        lat = 0.020 + 0.005 * i + rng.normal(0, 0.001, n)
+        err = np.clip(0.001 + rng.normal(0, 0.0003, n), 0, 1)
+        if comp == root:
+            cpu = np.where(after, cpu + ramp * (0.93 - cpu), cpu)
+            lat = lat * (1 + 5.0 * ramp)
+        elif comp == components[0]:
+            lat = lat * (1 + 1.5 * ramp)
+        cols[f"{comp}_rps"] = rps
+        cols[f"{comp}_cpu"] = cpu
+        cols[f"{comp}_lat_p99"] = lat
+        cols[f"{comp}_err"] = err
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(cols).to_csv(path, index=False)
+    return T0 + onset_s
+
+
+def add_incident(store: Path, incident_id: str, *, seed: int, root: str = "carts",
+                 draws: int = 100) -> Path:
+    """Add an incident whose data lives in its own folder, through the real CLI code path."""
+    data = store / incident_id / "data" / "metrics.csv"
+    onset = make_incident_csv(data, seed=seed, root=root)
+    spec = parse_spec({
+        "id": incident_id, "title": f"{root} capacity loss", "tags": ["test"],
+        "onset": str(onset), "seed": 0, "draws": draws,
+        "source": {"type": "file", "path": "data/metrics.csv"},
+    }, store / incident_id / "incident.toml")
+    return Store(store).add(spec)
+
+
+def latentcause(*args: str, env: dict[str, str] | None = None,
+                timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+def engine_ready() -> bool:
+    try:
+        from latentcause.inference import analyze  # noqa: F401
+        from latentcause.reports import write_outputs  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_engine = pytest.mark.skipif(not engine_ready(),
+                                  reason="latentcause.inference.analyze is not there yet")
+
+
+def fake_report(component: str | None, mechanism: str, p: float, *, ambiguous: bool = False,
+                fits: bool = True, other: str = "orders") -> dict[str, Any]:
+    """A schema-"1" shaped report for tests of the bookkeeping (no analysis involved)."""
+    return {
+        "schema_version": "1",
+        "hypotheses": [
+            {"component": component, "mechanism": mechanism, "probability": p},
+            {"component": other, "mechanism": "service_slowdown", "probability": 1 - p},
+        ],
+        "ambiguity": {"ambiguous": ambiguous},
+        "adequacy": {"fits": fits},
+        "provenance": {"data_sha256": "d" * 64, "version": "0.1.0", "seed": 0},
+        "timing_s": {"total": 1.0},
+    }
+
+
+def stage(store: Store, incident_id: str, report: dict[str, Any], finished: str) -> Path:
+    staged = staging_path(store.results_dir(incident_id))
+    staged.mkdir()
+    (staged / "report.json").write_text(json.dumps(report))
+    (staged / "stamp.json").write_text(json.dumps({"finished": finished}))
+    return staged
+
+
+# -- specs ------------------------------------------------------------------------------------
+
+def test_spec_round_trip_and_relative_paths(tmp_path: Path) -> None:
+    path = add_incident(tmp_path, "inc-1", seed=1)
+    spec = load_spec(path)
+    assert spec.id == "inc-1" and spec.draws == 100 and spec.tags == ("test",)
+    kwargs = spec.load_kwargs()
+    assert kwargs["input"] == (tmp_path / "inc-1" / "data" / "metrics.csv").resolve()
+    assert kwargs["components"] is None
+    # the store can move: a relative path follows it, and the spec hash does not change
+    moved = tmp_path.parent / (tmp_path.name + "-moved")
+    shutil.copytree(tmp_path, moved)
+    spec2 = load_spec(moved / "inc-1" / "incident.toml")
+    assert spec2.load_kwargs()["input"] == (moved / "inc-1" / "data" / "metrics.csv").resolve()
+    assert spec_sha256(spec2) == spec_sha256(spec)
+    assert source_sha256(spec2) == source_sha256(spec)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('id = "x"\n[source]\ntype = "file"\npath = "a.csv"\n', "does not match its folder"),
+    ('id = "inc"\n', "missing table [source]"),
+    ('id = "inc"\ncolour = 1\n[source]\ntype="file"\npath="a"\n', "unknown field 'colour'"),
+    ('id = "inc"\nseed = -1\n[source]\ntype="file"\npath="a"\n', "'seed' must be"),
+    ('id = "inc"\n[source]\ntype = "s3"\n', "type must be"),
+    ('id = "inc"\n[source]\ntype="prometheus"\nurl="http://p:9090"\nstart="now-1h"\n'
+     'end="now"\n', "relative to now"),
+    ('id = "inc"\nonset = "yesterday"\n[source]\ntype="file"\npath="a"\n', "'onset'"),
+    ('id = "inc"\n[source\n', "not valid TOML"),
+])
+def test_invalid_specs_are_one_line_errors_naming_the_file(tmp_path: Path, text: str,
+                                                          message: str) -> None:
+    path = tmp_path / "inc" / "incident.toml"
+    path.parent.mkdir()
+    path.write_text(text)
+    with pytest.raises(StoreError) as info:
+        load_spec(path)
+    msg = str(info.value)
+    assert message in msg and str(path) in msg and "\n" not in msg
+
+
+def test_prometheus_spec_accepts_toml_datetimes(tmp_path: Path) -> None:
+    path = tmp_path / "p1" / "incident.toml"
+    path.parent.mkdir()
+    path.write_text('id = "p1"\n[source]\ntype = "prometheus"\nurl = "http://127.0.0.1:9"\n'
+                    'start = 2024-03-01T10:00:00Z\nend = 2024-03-01T11:00:00Z\nstep = "15s"\n'
+                    'bearer_token_env = "TOKEN"\n')
+    spec = load_spec(path)
+    kwargs = spec.load_kwargs()
+    assert kwargs["prometheus"] == "http://127.0.0.1:9" and kwargs["step"] == "15s"
+    assert kwargs["start"].startswith("2024-03-01T10:00:00")
+    assert kwargs["http"] == {"bearer_token_env": "TOKEN"}
+
+
+def test_source_hash_follows_the_bytes(tmp_path: Path) -> None:
+    spec = load_spec(add_incident(tmp_path, "inc-1", seed=1))
+    before = source_sha256(spec)
+    assert source_sha256(spec) == before
+    make_incident_csv(tmp_path / "inc-1" / "data" / "metrics.csv", seed=2)
+    assert source_sha256(spec) != before
+    (tmp_path / "inc-1" / "data" / "metrics.csv").unlink()
+    with pytest.raises(StoreError, match="does not exist"):
+        source_sha256(spec)
+
+
+# -- comparisons ------------------------------------------------------------------------------
+
+def test_compare_reports_flags_the_four_changes() -> None:
+    old = fake_report("carts", "capacity_loss", 0.80)
+    same = compare_reports(old, fake_report("carts", "capacity_loss", 0.85), threshold=0.1)
+    assert not same["changed"] and not same["leader_changed"]
+    assert same["leader_probability_delta"] == pytest.approx(0.05)
+    moved = compare_reports(old, fake_report("carts", "capacity_loss", 0.95), threshold=0.1)
+    assert moved["probability_moved"] and moved["changed"] and not moved["leader_changed"]
+    flipped = compare_reports(old, fake_report("orders", "capacity_loss", 0.6, other="carts"),
+                              threshold=0.1)
+    assert flipped["leader_changed"] and flipped["previous_leader"]["component"] == "carts"
+    assert flipped["leader_probability_delta"] == pytest.approx(0.6)  # absent before
+    amb = compare_reports(old, fake_report("carts", "capacity_loss", 0.8, ambiguous=True))
+    assert amb["ambiguity_changed"] and not amb["adequacy_changed"] and amb["changed"]
+    fit = compare_reports(old, fake_report("carts", "capacity_loss", 0.8, fits=False))
+    assert fit["adequacy_changed"] and fit["changed"]
+    assert "model no longer fits" in describe_changes(fit)
+    assert "leader changed, was capacity_loss in carts" in describe_changes(flipped)
+    first = compare_reports(None, old)
+    assert first["first_result"] and not first["changed"]
+
+
+def test_report_digest_ignores_timing_only() -> None:
+    a = fake_report("carts", "capacity_loss", 0.8)
+    b = {**a, "timing_s": {"total": 99.0}}
+    assert report_digest(a) == report_digest(b)
+    assert report_digest(a) != report_digest(fake_report("carts", "capacity_loss", 0.81))
+
+
+# -- history and commits (no analysis) ---------------------------------------------------------
+
+def test_commit_keeps_history_points_latest_and_records_changes(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    add_incident(tmp_path, "inc-1", seed=1)
+    r1, c1 = store.commit("inc-1", stage(store, "inc-1", fake_report("carts", "capacity_loss",
+                                                                    0.8), "2024-01-01T00:00:00Z"))
+    assert c1["first_result"]
+    assert r1.name.startswith("20240101T000000Z-")
+    r2, c2 = store.commit("inc-1", stage(store, "inc-1", fake_report("orders", "capacity_loss",
+                                                                    0.7, other="carts"),
+                                         "2024-02-01T00:00:00Z"), reasons=["data changed"])
+    assert [r.name for r in store.history("inc-1")] == [r1.name, r2.name]
+    assert (store.results_dir("inc-1") / "latest").read_text().strip() == r2.name
+    assert store.latest("inc-1") == r2
+    saved = json.loads((r2.path / "changes.json").read_text())
+    assert saved == c2 and saved["previous_result"] == r1.name and saved["leader_changed"]
+    assert saved["reasons"] == ["data changed"]
+    # same second, same content: a new folder, never an overwrite
+    r3, _ = store.commit("inc-1", stage(store, "inc-1", fake_report("orders", "capacity_loss",
+                                                                    0.7, other="carts"),
+                                        "2024-02-01T00:00:00Z"))
+    assert r3.name == r2.name + "-2" and (r2.path / "report.json").is_file()
+    assert len(store.history("inc-1")) == 3
+
+
+def test_staging_leftovers_are_invisible_and_cleaned(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    add_incident(tmp_path, "inc-1", seed=1)
+    leftover = stage(store, "inc-1", fake_report("carts", "capacity_loss", 0.8),
+                     "2024-01-01T00:00:00Z")
+    assert store.history("inc-1") == [] and store.latest("inc-1") is None
+    assert store.clean_staging("inc-1") == 1 and not leftover.exists()
+
+
+def test_commit_refuses_an_incomplete_staged_result(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    add_incident(tmp_path, "inc-1", seed=1)
+    staged = staging_path(store.results_dir("inc-1"))
+    staged.mkdir()
+    (staged / "report.json").write_text("{}")
+    with pytest.raises(StoreError, match="incomplete"):
+        store.commit("inc-1", staged)
+    assert store.history("inc-1") == []
+
+
+# -- CLI without analysis -----------------------------------------------------------------------
+
+def test_incidents_add_list_show(tmp_path: Path) -> None:
+    data = tmp_path / "elsewhere" / "m.csv"
+    make_incident_csv(data, seed=3)
+    store = tmp_path / "store"
+    out = latentcause("incidents", "add", "inc-9", "--input", str(data), "--title", "Nine",
+                      "--tag", "a", "--tag", "b", "--component", "carts", "--draws", "50",
+                      "--store", str(store))
+    assert out.returncode == 0, out.stderr
+    spec = load_spec(store / "inc-9" / "incident.toml")
+    assert spec.source.to_toml()["path"] == str(data.resolve())  # outside the store: absolute
+    assert spec.components == ("carts",) and spec.tags == ("a", "b")
+    again = latentcause("incidents", "add", "inc-9", "--input", str(data), "--store", str(store))
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert again.stderr.count("\n") == 1
+    listed = latentcause("incidents", "list", "--store", str(store))
+    assert listed.returncode == 0, listed.stderr
+    assert "inc-9" in listed.stdout and "Nine" in listed.stdout
+    assert "no result yet" in listed.stdout
+    as_json = json.loads(latentcause("incidents", "list", "--json", env={
+        "LATENTCAUSE_STORE": str(store)}).stdout)
+    assert as_json[0]["id"] == "inc-9" and as_json[0]["stale"] is True
+    shown = latentcause("incidents", "show", "inc-9", "--store", str(store))
+    assert shown.returncode == 0 and "results: 0" in shown.stdout
+    missing = latentcause("incidents", "show", "nope", "--store", str(store))
+    assert missing.returncode == 2 and "no incident 'nope'" in missing.stderr
+
+
+def test_a_held_lock_makes_another_run_skip_the_incident(tmp_path: Path) -> None:
+    add_incident(tmp_path, "inc-1", seed=1)
+    lock = FileLock(str(tmp_path / ".locks" / "inc-1.lock"))
+    (tmp_path / ".locks").mkdir(exist_ok=True)
+    with lock:
+        out = latentcause("reanalyze", "--store", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "1 incident stale" in out.stdout
+    assert "inc-1: skipped (locked by another run)" in out.stdout
+    assert Store(tmp_path).history("inc-1") == []
+    lines = [json.loads(x) for x in (tmp_path / "reanalysis.log").read_text().splitlines()]
+    assert [(x["incident"], x["status"]) for x in lines if x["event"] == "incident"] == [
+        ("inc-1", "skipped")]
+
+
+def test_wait_blocks_until_the_lock_is_released(tmp_path: Path) -> None:
+    # A broken incident fails as soon as it is read, so this needs no analysis.
+    inc = tmp_path / "broken"
+    inc.mkdir()
+    (inc / "bad.csv").write_text("when,what\n1,2\n")
+    (inc / "incident.toml").write_text('id = "broken"\n[source]\ntype="file"\npath="bad.csv"\n')
+    (tmp_path / ".locks").mkdir()
+    lock = FileLock(str(tmp_path / ".locks" / "broken.lock"))
+    lock.acquire()
+    proc = subprocess.Popen([CLI, "reanalyze", "--wait", "--store", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        lock.release()
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err
+    assert "broken: failed:" in out and "bad.csv" in out
+
+
+def test_unknown_executor_and_conflicting_selectors_are_usage_errors(tmp_path: Path) -> None:
+    add_incident(tmp_path, "inc-1", seed=1)
+    out = latentcause("reanalyze", "--store", str(tmp_path), "--executor", "carrier-pigeon")
+    assert out.returncode == 2 and "--executor" in out.stderr
+    out = latentcause("reanalyze", "--store", str(tmp_path), "--all", "--id", "inc-1")
+    assert out.returncode == 2 and "at most one of" in out.stderr
+    out = latentcause("reanalyze", "--store", str(tmp_path), "--id", "nope")
+    assert out.returncode == 2 and "no incident 'nope'" in out.stderr
+    assert Store(tmp_path).history("inc-1") == []
+
+
+# -- reanalysis with the real engine ----------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def analysed_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three incidents analysed once by ``latentcause reanalyze`` on the local pool."""
+    if not engine_ready():
+        pytest.skip("latentcause.inference.analyze is not there yet")
+    root = tmp_path_factory.mktemp("analysed") / "store"
+    for i, (name, comp) in enumerate([("inc-a", "carts"), ("inc-b", "orders"),
+                                      ("inc-c", "payment")]):
+        add_incident(root, name, seed=10 + i, root=comp)
+    out = latentcause("reanalyze", "--store", str(root))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "3 incidents stale" in out.stdout
+    return root
+
+
+def copy_store(src: Path, dst: Path) -> Store:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".locks", "reanalysis.log"))
+    return Store(dst)
+
+
+@pytest.fixture(scope="module")
+def rerun(analysed_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Make inc-a's model version old and change inc-b's data, add a broken incident, rerun."""
+    store = copy_store(analysed_store, tmp_path_factory.mktemp("rerun") / "store")
+    before = {i: [r.name for r in store.history(i)] for i in store.ids()}
+    stamp_path = store.latest("inc-a").path / "stamp.json"  # type: ignore[union-attr]
+    stamp = json.loads(stamp_path.read_text())
+    stamp["model_version"] = "0-old"
+    stamp_path.write_text(json.dumps(stamp))
+    make_incident_csv(store.root / "inc-b" / "data" / "metrics.csv", seed=99, root="orders")
+    broken = store.root / "inc-d"
+    broken.mkdir()
+    (broken / "metrics.csv").write_text("time,nothing_known\n1,2\n2,3\n")
+    (broken / "incident.toml").write_text(
+        'id = "inc-d"\n[source]\ntype = "file"\npath = "metrics.csv"\n')
+    first = latentcause("reanalyze", "--store", str(store.root), "--threshold", "0.1")
+    shutil.rmtree(broken)
+    second = latentcause("reanalyze", "--store", str(store.root))
+    return {"store": store, "before": before, "first": first, "second": second}
+
+
+@needs_engine
+def test_reanalyze_reruns_exactly_the_stale_incidents(rerun: dict[str, Any]) -> None:
+    first, store = rerun["first"], rerun["store"]
+    assert first.returncode == 1, first.stdout + first.stderr  # inc-d is broken
+    assert "3 incidents stale" in first.stdout
+    assert "inc-d: failed:" in first.stdout
+    assert "2 done, 1 failed" in first.stdout
+    after = {i: [r.name for r in store.history(i)] for i in store.ids()}
+    assert len(after["inc-a"]) == 2 and len(after["inc-b"]) == 2
+    assert after["inc-c"] == rerun["before"]["inc-c"]
+    log = [json.loads(x) for x in (store.root / "reanalysis.log").read_text().splitlines()]
+    statuses = {x["incident"]: x["status"] for x in log if x["event"] == "incident"}
+    assert statuses == {"inc-a": "done", "inc-b": "done", "inc-d": "failed"}
+    reasons = {x["incident"]: x["reasons"] for x in log if x["event"] == "incident"}
+    assert any(r.startswith("model version 0-old ->") for r in reasons["inc-a"])
+    assert reasons["inc-b"] == ["data changed"]
+    run = [x for x in log if x["event"] == "run"]
+    assert run and run[0]["done"] == 2 and run[0]["failed"] == 1
+
+
+@needs_engine
+def test_a_second_run_right_after_does_nothing(rerun: dict[str, Any]) -> None:
+    second = rerun["second"]
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.strip() == "0 incidents stale"
+
+
+@needs_engine
+def test_history_is_kept_and_changes_are_recorded(rerun: dict[str, Any]) -> None:
+    store: Store = rerun["store"]
+    old_name, new_name = rerun["before"]["inc-a"][0], store.latest("inc-a").name  # type: ignore
+    assert old_name != new_name
+    old, new = store.history("inc-a")
+    assert old.name == old_name and (old.path / "report.json").is_file()
+    assert {p.name for p in new.path.iterdir()} == ARTEFACTS
+    changes = new.changes()
+    assert changes is not None and changes["previous_result"] == old_name
+    assert set(changes) >= {"leader_changed", "probability_moved", "ambiguity_changed",
+                            "adequacy_changed", "changed", "leader", "previous_leader"}
+    # same data, seed and model: the rerun reproduces the report (all but timing) exactly,
+    # which the content hash in the folder names shows too
+    assert report_digest(new.report()) == report_digest(old.report())
+    assert new_name.rsplit("-", 1)[1] == old_name.rsplit("-", 1)[1]
+    assert not changes["changed"]
+    stamp = new.stamp()
+    for key in ("latentcause_version", "model_version", "model_config_sha256", "data_sha256",
+                "source_sha256", "seed", "started", "finished"):
+        assert stamp.get(key) is not None, key
+    assert stamp["data_sha256"] == new.report()["provenance"]["data_sha256"]
+    b_changes = store.latest("inc-b").changes()  # type: ignore[union-attr]
+    assert b_changes is not None and b_changes["reasons"] == ["data changed"]
+    shown = latentcause("incidents", "show", "inc-a", "--store", str(store.root))
+    assert shown.returncode == 0 and "results: 2" in shown.stdout and f"* {new_name}" in shown.stdout
+
+
+@needs_engine
+def test_a_killed_run_loses_nothing_and_leaves_no_partial_result(
+        analysed_store: Path, tmp_path: Path) -> None:
+    store = copy_store(analysed_store, tmp_path / "store")
+    before = {i: store.latest(i).name for i in store.ids()}  # type: ignore[union-attr]
+    for incident_id, comp in (("inc-a", "carts"), ("inc-b", "orders")):
+        make_incident_csv(store.root / incident_id / "data" / "metrics.csv", seed=50,
+                          root=comp)
+    proc = subprocess.Popen(
+        [CLI, "reanalyze", "--workers", "1", "--store", str(store.root)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "LATENTCAUSE_TEST_PAUSE_AFTER": "1"})
+    log = store.root / "reanalysis.log"
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log.is_file() and '"status": "done"' in log.read_text():
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    moved = [i for i in ("inc-a", "inc-b") if store.latest(i).name != before[i]]  # type: ignore
+    assert len(moved) == 1
+    done, untouched = moved[0], ({"inc-a", "inc-b"} - set(moved)).pop()
+    assert {p.name for p in store.latest(done).path.iterdir()} == ARTEFACTS  # type: ignore
+    assert [r.name for r in store.history(untouched)] == [before[untouched]]
+    assert store.latest(untouched).name == before[untouched]  # type: ignore[union-attr]
+    for incident_id in store.ids():
+        visible = [p.name for p in store.results_dir(incident_id).iterdir()
+                   if not p.name.startswith(".") and p.name != "latest"]
+        assert sorted(visible) == [r.name for r in store.history(incident_id)]
+    # the next run finishes the job: only the incident the kill interrupted is still stale
+    out = latentcause("reanalyze", "--store", str(store.root))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 incident stale" in out.stdout and f"{untouched}: " in out.stdout
+    for incident_id in store.ids():
+        assert not [p for p in store.results_dir(incident_id).iterdir()
+                    if p.name.startswith(".tmp-")]
