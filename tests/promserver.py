@@ -237,18 +237,15 @@ def wide_csv_to_openmetrics(frame: pd.DataFrame) -> str:
     """OpenMetrics gauges ``latentcause_<signal>{component="..."}`` from a wide frame.
 
     ``frame``: columns ``<component>_<signal>`` (the wide layout; a ``time`` column, if any,
-    becomes the index), index in unix seconds. NaN cells are written as NaN samples, so they
-    come back as NaN instead of being filled from the previous sample by Prometheus' lookback.
+    becomes the index) or ``(component, signal)`` pairs (``Observations.frame``), index in
+    unix seconds. NaN cells are written as NaN samples, so they come back as NaN instead of
+    being filled from the previous sample by Prometheus' lookback.
     """
     if "time" in frame.columns:
         frame = frame.set_index("time")
     times = frame.index.to_numpy(dtype=float)
-    by_signal: dict[str, list[tuple[str, str]]] = {}
-    for column in map(str, frame.columns):
-        split = split_column(column)
-        if split is None:
-            raise ValueError(f"column {column!r} names no known signal")
-        component, signal_name = split
+    by_signal: dict[str, list[tuple[str, Any]]] = {}
+    for column, (component, signal_name) in _split_columns(frame).items():
         by_signal.setdefault(signal_name, []).append((component, column))
     w = _Writer()
     for signal_name, columns in by_signal.items():
@@ -263,13 +260,23 @@ def signals_toml(frame: pd.DataFrame) -> str:
     """The ``--signals`` TOML that reads ``wide_csv_to_openmetrics(frame)`` back."""
     if "time" in frame.columns:
         frame = frame.drop(columns="time")
-    signals = []
-    for column in map(str, frame.columns):
-        split = split_column(column)
-        if split is not None and split[1] not in signals:
-            signals.append(split[1])
+    signals = list(dict.fromkeys(s for _, s in _split_columns(frame).values()))
     rows = [f"\"{s}\" = '{gauge_name(s)}'" for s in signals]
     return 'component_label = "component"\n\n[signals]\n' + "\n".join(rows) + "\n"
+
+
+def _split_columns(frame: pd.DataFrame) -> dict[Any, tuple[str, str]]:
+    """Column -> (component, canonical signal), for wide names or (component, signal) pairs."""
+    out: dict[Any, tuple[str, str]] = {}
+    for column in frame.columns:
+        if isinstance(column, tuple):
+            out[column] = (str(column[0]), str(column[1]))
+            continue
+        split = split_column(str(column))
+        if split is None:
+            raise ValueError(f"column {column!r} names no known signal")
+        out[column] = split
+    return out
 
 
 # --------------------------------------------------------------------------- sock shop

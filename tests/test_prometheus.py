@@ -366,6 +366,10 @@ def test_wide_frame_round_trip(server: Server, tmp_path: Path) -> None:
                 "front-end.v2_cpu": ("front-end.v2", "cpu")}
     for column, key in expected.items():
         np.testing.assert_array_equal(o.frame[key].to_numpy(), wide[column].to_numpy())
+    # and an Observations frame ((component, signal) columns) converts to the same text
+    assert wide_csv_to_openmetrics(o.frame) == wide_csv_to_openmetrics(
+        wide.set_axis(pd.MultiIndex.from_tuples([expected[c] for c in wide.columns]), axis=1)
+    )
 
 
 @needs_prometheus
