@@ -16,7 +16,8 @@ Per second and per component (all components at once, as numpy vectors):
   utilisation below saturation, which grows like rho/(1-rho);
 - latency = wait + service time + injected delay + the callees' latencies (with retries);
 - errors = fast failures (injected, rejections) + served requests whose failed calls fail
-  them with the edge's propagation probability;
+  them with the edge's propagation probability, or that fail after their work (a retry
+  storm's error trigger);
 - memory = non-heap + live heap (baseline + leak + in-flight requests) + garbage, collected
   when it reaches the live heap (GOGC-like); GC CPU per request rises as the live heap
   approaches the limit, and past the limit the container is OOM-killed, unavailable for its
@@ -65,6 +66,7 @@ class Trace:
 
     completed: np.ndarray
     errors: np.ndarray
+    late_error: np.ndarray
     arrivals: np.ndarray
     cpu: np.ndarray
     mem: np.ndarray
@@ -119,7 +121,11 @@ def run(
     users: np.ndarray,
     rng: np.random.Generator,
 ) -> Trace:
-    """Simulate ``len(users)`` seconds; ``users`` is the expected end-user rate per second."""
+    """Simulate ``len(users)`` seconds; ``users`` is the expected end-user rate per second.
+
+    Only what feeds back (queues, retries, heap, restarts) is computed second by second;
+    counts, CPU and memory follow from the recorded state after the loop, vectorised.
+    """
     n = system.n
     seconds = len(users)
     src, dst = system.edge_src, system.edge_dst
@@ -130,24 +136,35 @@ def run(
     by_src[src[internal], np.flatnonzero(internal)] = 1.0
     by_dst = np.zeros((n, n_edges))
     by_dst[dst, np.arange(n_edges)] = 1.0
-    p, q, tau = system.edge_calls, system.edge_propagate, system.edge_timeout
+    p, tau = system.edge_calls, system.edge_timeout
+    pq = p * system.edge_propagate
     retries, budget = prof.edge_retries, prof.edge_budget
-    has_budget = np.isfinite(budget)
     cores, work = system.cores, system.work
+    base_mu = cores / work
     heap = system.limit - system.nonheap
+    oom_at = 0.98 * heap
+    live0, inflight, alloc = system.live0, system.inflight_bytes, system.alloc_bytes
+    queue_limit = system.queue_limit
     stretch_exp = np.sqrt(2.0 * (cores + 1.0)) - 1.0
+    kingman = 0.625 / cores  # (ca^2 + cs^2) / 2 over c servers
     smooth = 1.0 / _RHO_SMOOTHING_S
     smooth_flow = 1.0 / _FLOW_SMOOTHING_S
+    capacity, error, late_error = prof.capacity, prof.error, prof.late_error
+    delay, leak_rate = prof.delay, prof.leak
 
     user_counts = rng.poisson(users).astype(float)
     extra_counts = rng.poisson(prof.extra_rate).astype(float)
     cpu_jitter = rng.lognormal(-0.5 * 0.04**2, 0.04, size=(seconds, n))
 
-    out = {k: np.zeros((seconds, n)) for k in (
-        "completed", "errors", "arrivals", "cpu", "mem", "restarts", "fast_share",
-        "backlog_wait", "p_wait", "queue_wait", "service", "delay", "latency")}
-    up_out = np.ones((seconds, n), dtype=bool)
-    share_out = np.ones((seconds, n_edges))
+    def record() -> np.ndarray:
+        return np.empty((seconds, n))
+
+    r_served, r_fast, r_rejected, r_prop, r_gc = (record() for _ in range(5))
+    r_arrivals, r_bw, r_pw, r_qw, r_service, r_latency = (record() for _ in range(6))
+    r_live, r_garbage, r_restarts = record(), record(), record()
+    r_up = np.empty((seconds, n), dtype=bool)
+    r_oom = np.zeros((seconds, n), dtype=bool)
+    r_share = np.empty((seconds, n_edges))
 
     backlog = np.zeros(n)
     leak = np.zeros(n)
@@ -163,104 +180,115 @@ def run(
     flow = system.rate0.copy()
 
     for t in range(seconds):
-        # Calls along every edge, with the retries the last second's failures provoke.
+        # Calls along every edge, with the retries the last second's failures provoke. A
+        # negative margin (the wait alone passes the timeout) gives exp(0): all time out.
         served_prev[n] = user_counts[t]
-        margin = tau - fixed_prev[dst]
-        timed_out = np.where(
-            margin <= 0.0, 1.0, np.exp(-np.maximum(margin, 0.0) / spread_prev[dst])
-        )
-        fail = 1.0 - (1.0 - fail_prev[dst]) * (1.0 - timed_out)
+        timed_out = np.exp(-np.maximum(tau - fixed_prev[dst], 0.0) / spread_prev[dst])
+        fail = np.minimum(1.0 - (1.0 - fail_prev[dst]) * (1.0 - timed_out), 1.0 - 1e-9)
         f_r = fail**retries
-        wanted = np.where(fail < 1.0, fail * (1.0 - f_r) / np.maximum(1.0 - fail, 1e-12), retries)
-        allowed = np.where(has_budget, np.minimum(wanted, budget), wanted)
-        share = np.where(wanted > 0.0, allowed / np.maximum(wanted, 1e-300), 1.0)
+        wanted = fail * (1.0 - f_r) / (1.0 - fail)  # f + f^2 + ... + f^R
+        allowed = np.minimum(wanted, budget)
+        share = (allowed + 1e-300) / (wanted + 1e-300)
         final_fail = fail * (1.0 - share * (1.0 - f_r))
         attempts = served_prev[src] * p * (1.0 + allowed)
         arrivals = by_dst @ attempts + extra_counts[t]
 
         # Own capacity and queue.
-        live = system.live0 + leak + rate_ema * lat_prev * system.inflight_bytes
+        live = live0 + leak + rate_ema * lat_prev * inflight
         frac = np.minimum(live / heap, 0.995)
         gc = np.minimum(1.0 + GC_COST * frac / (1.0 - frac), _GC_CAP)
-        avail = cores * prof.capacity[t]
-        mu = avail / (work * gc)
-        service = work * gc * cores / avail
-        fast = arrivals * prof.error[t]
+        mu = base_mu * capacity[t] / gc
+        service = work * gc / capacity[t]  # per request on one worker (a hog stretches it)
+        fast = arrivals * error[t]
         admitted = arrivals - fast
         flow += (admitted - flow) * smooth_flow
         total = backlog + flow
         served = np.minimum(total, mu)
-        backlog = total - served
-        rejected = np.maximum(backlog - system.queue_limit, 0.0)
-        backlog -= rejected
+        backlog = np.minimum(total - served, queue_limit)
+        rejected = total - served - backlog
         is_up = down <= 0.0
-        served[~is_up] = 0.0
-        fast[~is_up] = 0.0
-        rejected[~is_up] = 0.0
-        backlog[~is_up] = 0.0
+        served *= is_up
+        fast *= is_up
+        rejected *= is_up
+        backlog *= is_up
 
         # Errors the callees pass on, and what callers of this component will see.
-        prop = 1.0 - np.exp(by_src @ np.log1p(-np.minimum(p * final_fail * q, 1.0 - 1e-12)))
-        failed_fast = fast + rejected
-        completed = served + failed_fast
-        errors = failed_fast + served * prop
-        fast_share = failed_fast / np.maximum(arrivals, 1e-9)
-        fail_now = np.where(is_up, np.clip(fast_share + (1.0 - fast_share) * prop, 0.0, 1.0), 1.0)
+        prop = 1.0 - np.exp(by_src @ np.log1p(-np.minimum(pq * final_fail, 1.0 - 1e-12)))
+        prop = 1.0 - (1.0 - prop) * (1.0 - late_error[t])
+        fast_share = (fast + rejected) / np.maximum(arrivals, 1e-9)
+        fail_now = np.where(is_up, np.minimum(fast_share + (1.0 - fast_share) * prop, 1.0), 1.0)
 
         # Waiting and latency.
         rate_ema += (admitted - rate_ema) * smooth
-        rho = np.clip(rate_ema / mu, 0.0, 0.98)
+        rho = np.minimum(rate_ema / mu, 0.98)
         p_wait = rho**stretch_exp
-        queue_wait = p_wait * service / (cores * (1.0 - rho)) * 0.625
+        queue_wait = p_wait * service * kingman / (1.0 - rho)
         backlog_wait = backlog / mu
-        delay = prof.delay[t]
         callee_part = by_src @ (p * (1.0 + allowed) * np.minimum(lat_prev[dst], tau))
-        latency = backlog_wait + queue_wait + service + delay + callee_part
+        latency = backlog_wait + queue_wait + service + delay[t] + callee_part
 
         # Memory, garbage collection, OOM kills and restarts.
-        leak += np.where(is_up, prof.leak[t], 0.0)
-        garbage += served * system.alloc_bytes
-        live = system.live0 + leak + admitted * latency * system.inflight_bytes  # Little's law
-        garbage[live + garbage > np.minimum(2.0 * live, heap)] = 0.0
-        mem = system.nonheap + live + garbage
-        oom = is_up & (live >= 0.98 * heap)
+        leak += leak_rate[t] * is_up
+        live = live0 + leak + admitted * latency * inflight  # Little's law
+        garbage += served * alloc
+        garbage *= live + garbage <= np.minimum(2.0 * live, heap)
+        r_live[t] = live
+        r_garbage[t] = garbage
+        oom = is_up & (live >= oom_at)
         if oom.any():
+            r_oom[t] = oom
             restarts[oom] += 1.0
             down[oom] = system.restart_s[oom]
             leak[oom] = 0.0
             garbage[oom] = 0.0
             backlog[oom] = 0.0
-        mem = np.where(is_up & ~oom, mem, 0.6 * system.nonheap)
-        cpu = served * work * gc * cpu_jitter[t] + fast * work * _FAIL_WORK + system.idle_cpu
-        cpu = np.where(is_up, cpu, 0.1 * cores)
-        cpu = np.minimum(cpu + prof.hog[t] * cores, cores)
         down = np.maximum(down - 1.0, 0.0)
 
-        row = out
-        row["completed"][t] = completed
-        row["errors"][t] = errors
-        row["arrivals"][t] = arrivals
-        row["cpu"][t] = cpu
-        row["mem"][t] = mem
-        row["restarts"][t] = restarts
-        row["fast_share"][t] = np.where(
-            completed > 0, failed_fast / np.maximum(completed, 1e-9), 0.0
-        )
-        row["backlog_wait"][t] = backlog_wait
-        row["p_wait"][t] = p_wait
-        row["queue_wait"][t] = queue_wait
-        row["service"][t] = service
-        row["delay"][t] = delay
-        row["latency"][t] = latency
-        up_out[t] = is_up
-        share_out[t] = share
+        r_served[t] = served
+        r_fast[t] = fast
+        r_rejected[t] = rejected
+        r_prop[t] = prop
+        r_gc[t] = gc
+        r_arrivals[t] = arrivals
+        r_bw[t] = backlog_wait
+        r_pw[t] = p_wait
+        r_qw[t] = queue_wait
+        r_service[t] = service
+        r_latency[t] = latency
+        r_restarts[t] = restarts
+        r_up[t] = is_up
+        r_share[t] = share
 
         served_prev[:n] = served
         fail_prev = fail_now
         lat_prev = latency
-        fixed_prev = backlog_wait + delay
+        fixed_prev = backlog_wait + delay[t]
         spread_prev = queue_wait + service + callee_part
 
+    failed_fast = r_fast + r_rejected
+    completed = r_served + failed_fast
+    cpu = r_served * work * r_gc * cpu_jitter + r_fast * work * _FAIL_WORK + system.idle_cpu
+    cpu = np.where(r_up, cpu, 0.1 * cores)
+    cpu = np.minimum(cpu + prof.hog * cores, cores)
+    mem = np.where(r_up & ~r_oom, system.nonheap + r_live + r_garbage, 0.6 * system.nonheap)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fast_share = np.where(completed > 0, failed_fast / completed, 0.0)
     return Trace(
-        up=up_out, retry_share=share_out, edge_retries=retries.copy(), **out
+        completed=completed,
+        errors=failed_fast + r_served * r_prop,
+        late_error=late_error,
+        arrivals=r_arrivals,
+        cpu=cpu,
+        mem=mem,
+        restarts=r_restarts,
+        up=r_up,
+        fast_share=fast_share,
+        backlog_wait=r_bw,
+        p_wait=r_pw,
+        queue_wait=r_qw,
+        service=r_service,
+        delay=delay,
+        latency=r_latency,
+        retry_share=r_share,
+        edge_retries=retries.copy(),
     )

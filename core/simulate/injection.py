@@ -108,7 +108,9 @@ class Profiles:
     ``extra_rate`` arrives from an outside client (no retries); ``capacity`` multiplies the
     cores available to the service; ``hog`` is CPU used by something else in the container
     (share of its cores); ``delay`` is added wait per request holding no CPU; ``error`` is the
-    share of requests failing fast; ``leak`` is heap growth in bytes per second.
+    share of requests failing fast; ``late_error`` the share of served requests failing after
+    their work was done (a failing commit or downstream write: the work is wasted, so retries
+    of them load the queue); ``leak`` is heap growth in bytes per second.
     ``edge_retries`` and ``edge_budget`` are the callers' retry policies during the run.
     """
 
@@ -117,6 +119,7 @@ class Profiles:
     hog: np.ndarray
     delay: np.ndarray
     error: np.ndarray
+    late_error: np.ndarray
     leak: np.ndarray
     edge_retries: np.ndarray
     edge_budget: np.ndarray
@@ -227,11 +230,12 @@ def profiles(inj: Injection, system: System, seconds: int, warmup: int) -> Profi
     hog = np.zeros((seconds, n))
     delay = np.zeros((seconds, n))
     error = np.zeros((seconds, n))
+    late_error = np.zeros((seconds, n))
     leak = np.zeros((seconds, n))
     retries = system.edge_retries.copy()
     budget = system.edge_budget.copy()
     if inj.mechanism == "none" or inj.component is None:
-        return Profiles(extra, capacity, hog, delay, error, leak, retries, budget)
+        return Profiles(extra, capacity, hog, delay, error, late_error, leak, retries, budget)
     i = COMPONENTS.index(inj.component)
     t0 = warmup + int(round(inj.onset_s))
     t1 = seconds if inj.duration_s is None else min(seconds, t0 + int(round(inj.duration_s)))
@@ -258,8 +262,8 @@ def profiles(inj: Injection, system: System, seconds: int, warmup: int) -> Profi
         retries[into_root] = n_retries
         budget[into_root] = np.inf
         if inj.kind == "errors":
-            error[t0:t1, i] = float(inj.parameters["trigger_error"])
+            late_error[t0:t1, i] = float(inj.parameters["trigger_error"])
         else:
             extra[t0:t1, i] = (float(inj.parameters["trigger_factor"]) - 1.0) * system.rate0[i]
-    return Profiles(extra, capacity, hog, delay, error, leak, retries, budget)
+    return Profiles(extra, capacity, hog, delay, error, late_error, leak, retries, budget)
 

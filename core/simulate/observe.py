@@ -147,7 +147,8 @@ def _latency_histograms(
         work = service * rng.lognormal(-0.5 * _SERVICE_SIGMA**2, _SERVICE_SIGMA, size)
         fast = rng.random(size) < fast_share
         x = np.where(fast, 0.2 * work, bw + wait + work + delay)
-        e = fast.copy()
+        late = trace.late_error[sl][col][:, None]
+        e = fast | (rng.random(size) < late)
         for k in np.flatnonzero(src == i):
             j = int(dst[k])
             tau = float(system.edge_timeout[k])
