@@ -137,7 +137,7 @@ def make_result(
     n_set = int(np.searchsorted(cum, 0.95 - 1e-12) + 1)
     hypotheses = [
         {"component": c, "mechanism": m, "probability": float(p),
-         "log_evidence": float(-1520.0 + math.log(p))}
+         "log_evidence": float(-1520.0 + math.log(p)), "log_evidence_se": 0.4}
         for (c, m), p in zip(order, probs, strict=True)
     ]
     entropy = float(-sum(p * math.log2(p) for p in probs if p > 0))
@@ -174,7 +174,7 @@ def make_result(
         "adequacy": {
             "fits": fits,
             "p_value": 0.41 if fits else 0.003,
-            "statistic": "max standardised residual",
+            "statistic": 0.02 if fits else 0.31,
             "worst_series": worst,
             "description": ("The predictive band covers 93 % of the observed points."
                             if fits else f"{worst} stays above the predictive band after the "
@@ -182,7 +182,9 @@ def make_result(
         },
         "diagnostics": {"rhat_max": 1.004, "ess_bulk_min": 412.0, "divergences": 0,
                         "converged": True, "sampler": "nuts", "chains": chains, "draws": draws,
-                        "evidence_method": "laplace"},
+                        "tune": 300, "sampled_hypothesis": f"{root}/capacity_loss",
+                        "evidence_method": "laplace + importance sampling",
+                        "evidence_se_max": 0.4},
         "provenance": {
             "source": "file:/incidents/2024-05-01-carts",
             "queries": list(queries) if queries is not None else [
@@ -190,6 +192,7 @@ def make_result(
             "data_sha256": data_sha,
             "version": latentcause.__version__,
             "seed": seed,
+            "model_version": running_model_version(),
             "model_config_sha256": config_sha,
             "onset_source": "inferred",
             "notes": ["3 samples missing in the memory series were left as gaps"],
@@ -213,6 +216,7 @@ def make_result(
                            "40 % capacity loss brought it close to saturation.",
             "utilisation_before": {"median": rho0, "interval_95": [0.51, 0.59]},
             "headroom": {"median": 1 - rho0, "interval_95": [0.41, 0.49]},
+            "load_factor_to_saturation": {"median": 1 / rho0, "interval_95": [1.69, 1.96]},
             "amplification": None,
         },
         "components": {c: list(SIGNALS) for c in components},

@@ -133,8 +133,10 @@ def test_markdown_says_what_a_postmortem_needs(result):
     assert "| carts | `rps` | ×1.01 (95 %: ×0.96 – ×1.06) | no clear change |" in md
     assert "Utilisation before the onset: 55 % (95 %: 51 – 59 %)" in md
     assert "Headroom (distance to saturation, share of capacity): 45 % (95 %: 41 – 49 %)" in md
+    assert "Load could grow by ×1.82 (95 %: ×1.69 – ×1.96) before saturating" in md
     assert "Retry amplification" not in md  # null in this result
-    assert "| 1 | carts | `capacity_loss` | 0.96 | yes |" in md
+    assert "| 1 | carts | `capacity_loss` | 0.96 | yes | -1520.0 ± 0.4 |" in md
+    assert "| sampled hypothesis | carts/capacity_loss |" in md
     assert "23 further hypotheses hold < 0.001 of the probability together." in md
     assert "To make the result firmer, collect:** carts/cpu_throttled." in md
     prov = result.report["provenance"]
@@ -223,11 +225,15 @@ def test_additions_may_be_missing_or_null(result, how):
     assert summary_lines(report)[0].startswith("Most probable cause")
 
 
-def test_retry_amplification_is_reported_when_present(result):
+@pytest.mark.parametrize("given", [
+    {"median": 2.0, "interval_95": [1.6, 2.5]},  # a factor
+    {"median": 0.5, "interval_95": [0.375, 0.6]},  # the retried share a: factor 1 / (1 - a)
+])
+def test_retry_amplification_is_reported_when_present(result, given):
     report = copy.deepcopy(result.report)
-    report["latent_condition"]["amplification"] = {"median": 2.3, "interval_95": [1.9, 2.8]}
+    report["latent_condition"]["amplification"] = given
     md = render_markdown(report)
-    assert "Retry amplification (load with retries ÷ load without): ×2.3 (95 %: ×1.9 – ×2.8)" in md
+    assert "Retry amplification (load with retries ÷ load without): ×2 (95 %: ×1.6 – ×2.5)" in md
 
 
 # -- escaping ----------------------------------------------------------------------------------
@@ -277,6 +283,7 @@ def test_html_is_self_contained_and_has_every_plot(result):
     tags = _parse(page)
     imgs = [a for t, a in tags.tags if t == "img"]
     assert len(imgs) == 4 and all(a.get("alt") for a in imgs)
+    assert "Whiskers: 90 % range" in page  # the evidence estimator's error is shown
     # the same words as the Markdown
     md = render_markdown(result.report)
     assert "Trigger and latent condition" in page and "Trigger and latent condition" in md
@@ -331,7 +338,8 @@ def _copy(saved: Path, dest: Path) -> Path:
     return dest
 
 
-@pytest.mark.parametrize("field", ["data_sha256", "model_config_sha256", "version", "seed"])
+@pytest.mark.parametrize("field", ["data_sha256", "model_config_sha256", "version", "seed",
+                                   "model_version"])
 def test_a_posterior_from_another_run_is_refused(saved, tmp_path, field):
     d = _copy(saved, tmp_path / "r")
     report = json.loads((d / "report.json").read_text())

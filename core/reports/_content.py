@@ -39,6 +39,8 @@ from latentcause.reports._format import (
     interval,
     mechanism_name,
     num,
+    p_is,
+    sentence,
     utc,
     utc_interval,
 )
@@ -94,18 +96,18 @@ def headline(report: Mapping[str, Any]) -> str:
         return "No hypothesis was scored."
     if is_ambiguous(report):
         members = credible_members(report)
-        shown = [f"{hyp_label(h)} (p = {fmt_prob(h.get('probability'))})" for h in members[:4]]
+        shown = [f"{hyp_label(h)} ({p_is(h.get('probability'))})" for h in members[:4]]
         if len(members) > 4:
             shown.append(f"{len(members) - 4} more")
         return f"Ambiguous between {_join(shown)}."
     top = hyps[0]
     comp, mech = hyp_key(top)
-    p = fmt_prob(top.get("probability"))
+    p = p_is(top.get("probability"))
     if mech == "none":
-        return f"No fault stands out: normal variation explains the data best (p = {p})."
+        return f"No fault stands out: normal variation explains the data best ({p})."
     what = MECHANISMS.get(mech, ("", ""))[1]
     tail = f" — {what}" if what else ""
-    return f"Most probable cause: {hyp_label(top)} (p = {p}){tail}."
+    return f"Most probable cause: {hyp_label(top)} ({p}){tail}."
 
 
 def _diagnostic_problem(report: Mapping[str, Any]) -> str | None:
@@ -189,8 +191,9 @@ def _hypothesis_section(report: Mapping[str, Any]) -> list[Block]:
             ("yes" if hyp_key(h) in keys else "",),
         )
         if has_ev:
-            ev = num(h.get("log_evidence"))
-            row += ((f"{ev:.1f}" if ev is not None else "n/a",),)
+            ev, se = num(h.get("log_evidence")), num(h.get("log_evidence_se"))
+            text = "n/a" if ev is None else f"{ev:.1f}" + (f" ± {se:.1f}" if se else "")
+            row += ((text,),)
         rows.append(row)
     blocks: list[Block] = [
         Heading(2, "Leading hypotheses", "hypotheses"),
@@ -217,6 +220,27 @@ def _change_reading(value: object) -> str:
     return f"fell to {100 * m:.0f} % of its level before"
 
 
+def _amplification_factor(value: object) -> dict[str, Any] | None:
+    """Retry amplification as a factor >= 1.
+
+    A value below 1 cannot be a factor (retries only add load), so it is read as the share
+    ``a`` of the offered load that is retries, whose factor is ``1 / (1 - a)``; the map is
+    monotonic, so the interval's ends map to the factor's.
+    """
+    m, lo, hi = interval(value)
+    if m is None:
+        return None
+    vals = [m, lo, hi]
+    if m < 1:
+        vals = [1.0 / (1.0 - v) if v is not None and v < 1 else None for v in vals]
+    if vals[0] is None:
+        return None
+    out: dict[str, Any] = {"median": vals[0]}
+    if vals[1] is not None and vals[2] is not None:
+        out["interval_95"] = [vals[1], vals[2]]
+    return out
+
+
 def _trigger_section(report: Mapping[str, Any]) -> list[Block]:
     trig = as_mapping(report.get("trigger"))
     cond = as_mapping(report.get("latent_condition"))
@@ -233,7 +257,7 @@ def _trigger_section(report: Mapping[str, Any]) -> list[Block]:
         if what:
             line.append(f" {what}.")
         if trig.get("description"):
-            line.append(f" {clean_text(trig['description'])}")
+            line.append(f" {sentence(trig['description'])}")
         blocks.append(Paragraph(tuple(line)))
         changes = [as_mapping(c) for c in as_list(trig.get("changes"))]
         if changes:
@@ -258,7 +282,7 @@ def _trigger_section(report: Mapping[str, Any]) -> list[Block]:
     if cond:
         line = [Strong("Latent condition:")]
         if cond.get("description"):
-            line.append(f" {clean_text(cond['description'])}")
+            line.append(f" {sentence(cond['description'])}")
         else:
             line.append(" the state of the system before the trigger.")
         blocks.append(Paragraph(tuple(line)))
@@ -272,8 +296,13 @@ def _trigger_section(report: Mapping[str, Any]) -> list[Block]:
                 "Headroom (distance to saturation, share of capacity): ",
                 fmt_percent(cond.get("headroom")),
             ))
-        amp = cond.get("amplification")
-        if interval(amp)[0] is not None:
+        if interval(cond.get("load_factor_to_saturation"))[0] is not None:
+            items.append((
+                "Load could grow by ", fmt_ratio(cond.get("load_factor_to_saturation")),
+                " before saturating",
+            ))
+        amp = _amplification_factor(cond.get("amplification"))
+        if amp is not None:
             items.append((
                 "Retry amplification (load with retries ÷ load without): ", fmt_ratio(amp),
             ))
@@ -349,7 +378,7 @@ def _ambiguity_section(report: Mapping[str, Any]) -> list[Block]:
     blocks.append(Paragraph((intro + ".",)))
     if len(members) > 1:
         blocks.append(Bullets(tuple(
-            (f"{hyp_label(h)}: ", f"p = {fmt_prob(h.get('probability'))}") for h in members
+            (f"{hyp_label(h)}: ", p_is(h.get("probability"))) for h in members
         )))
     if is_ambiguous(report):
         why = _why_not_apart(members)
@@ -394,8 +423,10 @@ def _adequacy_section(report: Mapping[str, Any]) -> list[Block]:
     p, stat = num(a.get("p_value")), a.get("statistic")
     test = ""
     if p is not None:
-        test = f"posterior predictive p = {fmt_prob(p)}"
-        if stat:
+        test = f"posterior predictive {p_is(p)}"
+        if num(stat) is not None:
+            test += f", test statistic {fmt_num(stat)}"
+        elif stat:
             test += f" on {clean_text(stat)}"
     if a.get("fits") is True:
         text = "The leading hypothesis reproduces the observed data"
@@ -409,7 +440,7 @@ def _adequacy_section(report: Mapping[str, Any]) -> list[Block]:
     else:
         blocks.append(Paragraph(("Adequacy was not checked for this result.",)))
     if a.get("description"):
-        blocks.append(Paragraph((clean_text(a["description"]),)))
+        blocks.append(Paragraph((sentence(a["description"]),)))
     blocks.append(Figure("series"))
     return blocks
 
@@ -433,9 +464,15 @@ def _diagnostics_section(report: Mapping[str, Any]) -> list[Block]:
         row("sampler", clean_text(d["sampler"]))
     chains, draws = num(d.get("chains")), num(d.get("draws"))
     if chains is not None and draws is not None:
-        row("chains × draws", f"{chains:.0f} × {draws:.0f}")
+        tune = num(d.get("tune"))
+        extra = f" (after {tune:.0f} tuning steps)" if tune else ""
+        row("chains × draws", f"{chains:.0f} × {draws:.0f}{extra}")
     if d.get("evidence_method"):
         row("evidence", clean_text(d["evidence_method"]))
+    if (se := num(d.get("evidence_se_max"))) is not None:
+        row("largest evidence std. error", f"{se:.2f} nats")
+    if d.get("sampled_hypothesis"):
+        row("sampled hypothesis", clean_text(d["sampled_hypothesis"]))
     timing = as_mapping(report.get("timing_s"))
     spent = [f"{clean_text(k)} {v:.1f} s" for k, x in timing.items() if (v := num(x)) is not None]
     if spent:
@@ -459,6 +496,8 @@ def _provenance_section(report: Mapping[str, Any]) -> list[Block]:
         config = Code(clean_text(p["model_config_sha256"]))
         items.append(("Model configuration hash (SHA-256): ", config))
     items.append(("latentcause version: ", Code(clean_text(p.get("version", "unknown")))))
+    if p.get("model_version"):
+        items.append(("Model version: ", Code(clean_text(p["model_version"]))))
     items.append(("Seed: ", Code(clean_text(p.get("seed", "unknown")))))
     if p.get("onset_source"):
         items.append(("Onset source: ", clean_text(p["onset_source"])))
@@ -468,7 +507,7 @@ def _provenance_section(report: Mapping[str, Any]) -> list[Block]:
     graph = report.get("call_graph")
     items.append(("Call graph: ", "known (from spans or configuration)" if graph else "unknown"))
     for note in as_list(p.get("notes")):
-        items.append(("Note: ", clean_text(note)))
+        items.append(("Note: ", sentence(note)))
     return [Heading(2, "Provenance", "provenance"), Bullets(tuple(items))]
 
 

@@ -29,6 +29,8 @@ __all__ = [
     "interval",
     "mechanism_name",
     "num",
+    "p_is",
+    "sentence",
     "utc",
     "utc_interval",
 ]
@@ -76,6 +78,15 @@ def clean_text(value: object) -> str:
     layout and an escape sequence can rewrite a terminal; neither carries meaning here.
     """
     return _CONTROL.sub(" ", str(value)).strip()
+
+
+def sentence(value: object) -> str:
+    """One clean line with a capital first letter and a full stop, for engine-written text."""
+    text = clean_text(value)
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def num(value: object) -> float | None:
@@ -146,11 +157,19 @@ def fmt_prob(p: object) -> str:
         return "0"
     if x < 0.001:
         return "< 0.001"
-    if x > 0.999 and x < 1:
+    if x >= 0.9995:
+        return "≈ 1"
+    if x > 0.999:
         return "> 0.999"
     if x < 0.01 or x > 0.99:
         return f"{x:.3f}"
     return f"{x:.2f}"
+
+
+def p_is(p: object) -> str:
+    """``p = 0.93``, or ``p < 0.001`` / ``p ≈ 1`` when the value carries its own relation."""
+    text = fmt_prob(p)
+    return f"p {text}" if text[0] in "<>≈" else f"p = {text}"
 
 
 def fmt_num(x: object, digits: int = 3) -> str:

@@ -43,6 +43,7 @@ ENGINE = "netcdf4"
 #: (posterior attribute, provenance key in report.json) pairs that must agree.
 _AGAINST_REPORT = (
     ("latentcause_version", "version"),
+    ("model_version", "model_version"),
     ("data_sha256", "data_sha256"),
     ("config_sha256", "model_config_sha256"),
     ("seed", "seed"),

@@ -63,6 +63,7 @@ _STYLE: dict[str, Any] = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "axes.grid": True,
+    "axes.formatter.useoffset": False,
     "axes.axisbelow": True,
     "grid.color": "#e4e7eb",
     "grid.linewidth": 0.6,
@@ -142,6 +143,35 @@ def _bands(samples: np.ndarray, qs: Sequence[float]) -> np.ndarray:
     return out
 
 
+def _set_ylim(ax: Axes, core: np.ndarray, band: np.ndarray) -> None:
+    """Fit the y-axis to the data, not to a predictive band that may be far wider.
+
+    ``core`` (observed values, medians, reference lines) is always in view; the band is
+    shown as far as twice the core's span beyond it, and clipped past that, so one wild
+    predictive draw cannot flatten the observed series into a line.
+    """
+    c = core[np.isfinite(core)]
+    if not c.size:
+        return
+    # Long series: ignore the extreme 0.5 % on each side (a scrape glitch); short: keep all.
+    q = (0.005, 0.995) if c.size >= 200 else (0.0, 1.0)
+    c_lo, c_hi = (float(v) for v in np.quantile(c, q))
+    # A flat series gets a span of 10 % of its level, so noise-free data stay a flat line
+    # with readable ticks instead of a magnified rounding error.
+    least = max(0.1 * max(abs(c_lo), abs(c_hi)), 1e-9)
+    if c_hi - c_lo < least:
+        mid = 0.5 * (c_lo + c_hi)
+        c_lo, c_hi = mid - 0.5 * least, mid + 0.5 * least
+    span = c_hi - c_lo
+    b = band[np.isfinite(band)]
+    lo, hi = c_lo, c_hi
+    if b.size:
+        lo = min(lo, max(float(b.min()), c_lo - 2 * span))
+        hi = max(hi, min(float(b.max()), c_hi + 2 * span))
+    pad = 0.06 * (hi - lo)
+    ax.set_ylim(lo - pad, hi + pad)
+
+
 def _onset_marks(ax: Axes, report: Mapping[str, Any]) -> None:
     m, lo, hi = interval(report.get("onset"))
     if lo is not None and hi is not None and hi > lo:
@@ -153,11 +183,34 @@ def _onset_marks(ax: Axes, report: Mapping[str, Any]) -> None:
 # -- posterior over hypotheses ------------------------------------------------------------
 
 
+def _evidence_spread(hyps: list[Mapping[str, Any]], shown: int) -> np.ndarray | None:
+    """5 % and 95 % quantiles of each shown probability under the evidence estimator's error.
+
+    Each hypothesis' log evidence is perturbed by its standard error (``log_evidence_se``,
+    Gaussian, independent) and the probabilities renormalised; the prior and the onset
+    marginalisation stay as they are, since only the evidence is estimated. None when the
+    report gives no standard errors.
+    """
+    se = np.array([num(h.get("log_evidence_se")) or 0.0 for h in hyps])
+    if not np.any(se > 0):
+        return None
+    p = np.array([max(num(h.get("probability")) or 0.0, 0.0) for h in hyps])
+    logp = np.full(len(p), -np.inf)
+    logp[p > 0] = np.log(p[p > 0])
+    rng = np.random.default_rng(0)  # fixed: the same report draws the same whiskers
+    z = logp + rng.standard_normal((2000, len(p))) * se
+    z -= z.max(axis=1, keepdims=True)
+    w = np.exp(z)
+    w /= w.sum(axis=1, keepdims=True)
+    return np.quantile(w[:, :shown], [0.05, 0.95], axis=0)
+
+
 def _posterior_plot(report: Mapping[str, Any]) -> Plot | None:
-    hyps = [as_mapping(h) for h in as_list(report.get("hypotheses"))][:MAX_BARS]
+    every = [as_mapping(h) for h in as_list(report.get("hypotheses"))]
+    hyps = every[:MAX_BARS]
     # Bars too small to see say nothing; keep at least three for context.
     hyps = [h for i, h in enumerate(hyps) if i < 3 or (num(h.get("probability")) or 0) >= 1e-3]
-    probs = [num(h.get("probability")) or 0.0 for h in hyps]
+    probs = np.array([num(h.get("probability")) or 0.0 for h in hyps])
     if not hyps:
         return None
     keys = credible_keys(report)
@@ -169,9 +222,15 @@ def _posterior_plot(report: Mapping[str, Any]) -> Plot | None:
     fig = Figure(figsize=(8.6, 0.3 * len(hyps) + 1.0), layout="constrained")
     ax = fig.add_subplot()
     y = np.arange(len(hyps))
-    ax.barh(y, probs, color=colours, height=0.7)
-    for yi, p in enumerate(probs):
-        ax.text(min(p, 1.0) + 0.01, yi, fmt_prob(p), va="center", fontsize=8, color=INK)
+    spread = _evidence_spread(every, len(hyps))
+    xerr = None
+    if spread is not None:
+        xerr = np.clip(np.vstack([probs - spread[0], spread[1] - probs]), 0, None)
+    ax.barh(y, probs, color=colours, height=0.7, xerr=xerr,
+            error_kw={"ecolor": INK, "elinewidth": 0.9, "capsize": 2.5})
+    right = spread[1] if spread is not None else probs
+    for yi, (p, r) in enumerate(zip(probs, right, strict=True)):
+        ax.text(min(max(p, r), 1.0) + 0.012, yi, fmt_prob(p), va="center", fontsize=8, color=INK)
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.1)
@@ -185,11 +244,16 @@ def _posterior_plot(report: Mapping[str, Any]) -> Plot | None:
     )
     alt = (
         f"Bar chart of the posterior probability of the {len(hyps)} leading hypotheses; "
-        f"the first, {labels[0]}, has {probs[0]:.3f}."
+        f"the first, {labels[0]}, has {fmt_prob(probs[0])}."
     )
-    return Plot("posterior", _png(fig), alt,
-                "Posterior probability of each hypothesis (component · mechanism). Dark bars "
-                "form the smallest set holding 95 % of the probability.")
+    caption = (
+        "Posterior probability of each hypothesis (component · mechanism). Dark bars form the "
+        "smallest set holding 95 % of the probability."
+    )
+    if spread is not None:
+        caption += (" Whiskers: 90 % range of each probability under the error of the "
+                    "evidence estimates.")
+    return Plot("posterior", _png(fig), alt, caption)
 
 
 # -- onset --------------------------------------------------------------------------------
@@ -210,8 +274,8 @@ def _onset_candidates(report: Mapping[str, Any], idata: object) -> tuple[np.ndar
 
 def _onset_plot(report: Mapping[str, Any], idata: object) -> Plot | None:
     t, p = _onset_candidates(report, idata)
-    if not len(t):
-        return None
+    if len(t) < 2:
+        return None  # a known onset (given, or from the layout): the text says when
     order = np.argsort(t)
     t, p = t[order], p[order]
     step = num(as_mapping(report.get("window")).get("step_s")) or 60.0
@@ -328,21 +392,24 @@ def _series_plot(report: Mapping[str, Any], idata: object) -> Plot | None:
     ncols = 2 if len(chosen) > 1 else 1
     nrows = -(-len(chosen) // ncols)
     fig = Figure(figsize=(10.5 if ncols == 2 else 8.6, 2.35 * nrows + 0.4), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     d = _dates(times)
     for k, i in enumerate(chosen):
         ax = axes[k // ncols][k % ncols]
         factor, ylabel = _scale(sigs[i], obs_values[i])
         _onset_marks(ax, report)
+        core, band = obs_values[i] / factor, np.array([])
         if pred is not None:
             draws = np.asarray(pred.isel(series=i).values, dtype=float).reshape(-1, len(times))
             lo, mid, hi = _bands(draws, (0.05, 0.5, 0.95)) / factor
             ax.fill_between(d, lo, hi, color=BAND, alpha=0.22, lw=0, label="predicted 5–95 %")
             ax.plot(d, mid, color=BAND, lw=1.0, label="predicted median")
+            core, band = np.concatenate([core, mid]), np.concatenate([lo, hi])
         ax.plot(d, obs_values[i] / factor, color=INK, lw=0.9, label="observed")
+        _set_ylim(ax, core, band)
         ax.set_title(_short(f"{comps[i]} · {sigs[i]}", 60), loc="left")
         ax.set_ylabel(ylabel)
-        _time_axis(ax, times, label=k // ncols == nrows - 1)
+        _time_axis(ax, times, label=k + ncols >= len(chosen))
     for k in range(len(chosen), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     axes[0][0].legend(loc="upper left")
@@ -375,7 +442,7 @@ def _state_plot(report: Mapping[str, Any], idata: object) -> Plot | None:
     ncols = 2 if len(found) > 1 else 1
     nrows = -(-len(found) // ncols)
     fig = Figure(figsize=(10.5 if ncols == 2 else 8.6, 2.3 * nrows + 0.3), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     times = np.array([])
     for k, (name, ylabel, ref, ref_label) in enumerate(found):
         ax = axes[k // ncols][k % ncols]
@@ -388,14 +455,12 @@ def _state_plot(report: Mapping[str, Any], idata: object) -> Plot | None:
         ax.fill_between(d, lo, hi, color=BAND, alpha=0.25, lw=0, label="90 % band")
         ax.plot(d, mid, color=BAND, lw=1.2, label="median")
         ax.axhline(ref, color=MUTED, lw=0.8, ls=":", label=f"{ref_label} ({ref:g})")
-        finite = mid[np.isfinite(mid)]
-        if finite.size and finite.min() > 0 and finite.max() / finite.min() > 30:
-            ax.set_yscale("log")
+        _set_ylim(ax, np.append(mid, ref), np.concatenate([lo, hi]))
         ax.set_title(name.replace("_", " "), loc="left")
         ax.set_ylabel(ylabel)
         if k == 0:
             ax.legend(loc="upper left")
-        _time_axis(ax, times, label=k // ncols == nrows - 1)
+        _time_axis(ax, times, label=k + ncols >= len(found))
     for k in range(len(found), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     alt = "Hidden state of the leading hypothesis over time: " + ", ".join(

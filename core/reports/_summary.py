@@ -16,9 +16,9 @@ from latentcause.reports._format import (
     as_list,
     as_mapping,
     clean_text,
-    fmt_prob,
     hyp_key,
     interval,
+    p_is,
     utc,
     utc_interval,
 )
@@ -45,7 +45,7 @@ def summary_lines(report: Mapping[str, Any]) -> list[str]:
         comp, mech = hyp_key(h)
         name = clean_text(comp) if comp is not None else "(none)"
         lines.append(
-            f"  {i}. {name:<{width}}  {clean_text(mech):<16}  p = {fmt_prob(h.get('probability'))}"
+            f"  {i}. {name:<{width}}  {clean_text(mech):<16}  {p_is(h.get('probability'))}"
         )
     m, lo, hi = interval(report.get("onset"))
     onset = f"onset: {utc(m)}"
