@@ -285,6 +285,8 @@ def test_ambiguous_designs_hide_what_separates_the_hypotheses(
         assert vs_none(inc, f"{root}_cpu") > 1.3  # both a hog and a surge raise CPU
     else:
         assert not [c for c in inc.frame if c.endswith(("_lat_p50", "_lat_p99"))]
+        assert not [c for c in ancestors(root) if f"{c}_lat_p90" in inc.frame]
+        assert f"{root}_lat_p90" in inc.frame and f"{root}_err" in inc.frame
         assert vs_none(inc, f"{root}_lat_p90") > 1.2
         # No timeouts: the caller's errors would betray queueing.
         for c in callers(root):
