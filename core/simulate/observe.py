@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from latentcause.errors import InputError
 from latentcause.simulate.engine import Trace
 from latentcause.simulate.system import COMPONENTS, LEAVES_FIRST, System
 
@@ -71,7 +72,7 @@ def observe(
     """Scrape the trace every ``step_s`` over the observed window: the wide frame."""
     first = warmup - rate_window_s
     if first < 0:
-        raise ValueError("the warm-up must be at least one rate window")
+        raise InputError(f"the warm-up ({warmup} s) must cover the {rate_window_s} s rate window")
     sl = slice(first, warmup + window_s)
     seconds = warmup + window_s - first
     scrape = np.arange(rate_window_s, seconds, step_s)  # index into the sliced seconds
