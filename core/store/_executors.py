@@ -138,7 +138,7 @@ class DaskExecutor(Executor):
     """Tasks on a ``dask.distributed`` cluster, by scheduler address or scheduler file."""
 
     def __init__(self, address: str | None = None, scheduler_file: Path | None = None,
-                 timeout_s: float = 20.0) -> None:
+                 timeout_s: float = 10.0) -> None:
         try:
             from distributed import Client
         except ImportError as exc:

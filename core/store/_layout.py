@@ -199,7 +199,9 @@ class Store:
         d = self.results_dir(incident_id)
         if not d.is_dir():
             return 0
-        leftovers = [p for p in d.iterdir() if p.name.startswith(_STAGING)]
+        # Every dot-entry of results/ is transient: our staging folders, the writer's own
+        # temp folders and half-written ``latest`` pointers.
+        leftovers = [p for p in d.iterdir() if p.name.startswith(".")]
         for p in leftovers:
             log.info("%s: removing %s left by an interrupted run", incident_id, p.name)
             if p.is_dir():

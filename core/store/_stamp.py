@@ -62,10 +62,15 @@ def current_identity() -> ModelIdentity:
         log.debug("latentcause.models has no MODEL_VERSION; model version not compared")
     try:
         from latentcause.inference import config_sha256
-
-        config = str(config_sha256())
     except ImportError:
-        log.debug("latentcause.inference has no config_sha256; model config not compared")
+        try:
+            from latentcause.models import config_sha256
+        except ImportError:
+            config_sha256 = None
+    if config_sha256 is not None:
+        config = str(config_sha256())
+    else:
+        log.debug("no config_sha256 in the engine; model config not compared")
     return ModelIdentity(__version__, model_version, config)
 
 
