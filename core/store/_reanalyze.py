@@ -294,9 +294,10 @@ class _Run:
                 assert item.spec is not None
                 self.items[item.incident] = item
                 self.started[item.incident] = time.monotonic()
-                ex.submit(item.incident, run_incident, str(item.spec.path),
-                          str(self.store.results_dir(item.incident)), item.spec.seed,
-                          return_artefacts=self.return_artefacts)
+                # absolute paths: a worker's working folder is not ours
+                ex.submit(item.incident, run_incident, str(item.spec.path.resolve()),
+                          str(self.store.results_dir(item.incident).resolve()),
+                          item.spec.seed, return_artefacts=self.return_artefacts)
         if not self.items:
             return
         pause_after = int(os.environ.get(PAUSE_ENV, "0") or 0)

@@ -249,7 +249,8 @@ class _CliReporter:
 
             self._progress = Progress(
                 TextColumn("reanalysing"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+                TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+                redirect_stdout=sys.stdout.isatty(), redirect_stderr=False)
             self._progress.start()
             self._task = self._progress.add_task("reanalyse", total=n)
 
@@ -265,7 +266,9 @@ class _CliReporter:
         else:
             line = f"{outcome.status} ({outcome.note})" if outcome.note else outcome.status
         if not self.quiet or not outcome.ok:
-            typer.echo(f"{outcome.incident}: {line}")
+            # sys.stdout looked up now: while the bar is drawn, rich proxies it above the bar
+            sys.stdout.write(f"{outcome.incident}: {line}\n")
+            sys.stdout.flush()
         if self._progress is not None:
             self._progress.advance(self._task)
 
