@@ -1,13 +1,15 @@
 """Benchmark: reanalysis of a store of incidents on the local pool of 2 and on a Dask cluster.
 
-Builds a store of N incidents (``latentcause.simulate`` when it is installed, else a small
-built-in generator), runs ``latentcause reanalyze`` on a copy with the local process pool of
-two, starts a Dask scheduler and two single-threaded workers on 127.0.0.1, runs the same
-reanalysis on another copy through the cluster, and prints both wall times, the speedup and
-whether every report.json (all but timing) agrees. Cluster start-up is not timed; worker
-start-up (importing PyMC) is, on both sides, since each run pays it.
+Builds a store of N incidents (a small built-in generator: five components, ten minutes at
+5 s, one capacity loss; or ``latentcause.simulate`` with --simulate), runs ``latentcause
+reanalyze`` on a copy with the local process pool of two, starts a Dask scheduler and two
+single-threaded workers on 127.0.0.1, runs the same reanalysis on another copy through the
+cluster, and prints both wall times, the speedup and whether every report.json (all but
+timing and the data's path) agrees. Cluster start-up is not timed; worker start-up
+(importing PyMC) is on the local side, since each run pays it there.
 
     .venv/bin/python benchmarks/reanalysis.py [--incidents 20] [--draws 100] [--keep DIR]
+        [--no-warmup] [--simulate]
 
 The machine is shared: run it once, not in a loop.
 """
@@ -35,14 +37,14 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPONENTS = ("frontend", "carts", "orders", "payment", "catalogue")
 
 
-def generated_incident(folder: Path, seed: int) -> tuple[str, str]:
+def generated_incident(folder: Path, seed: int, simulate: bool) -> tuple[str, str]:
     """Write one incident into ``folder``; return (data path relative to folder, onset)."""
-    try:
-        from latentcause.simulate.incident import simulate_incident, write_incident
-        from latentcause.simulate.injection import MECHANISMS
-        from latentcause.simulate.system import COMPONENTS as SIM_COMPONENTS
-    except ImportError:
+    if not simulate:
         return _builtin_incident(folder, seed)
+    from latentcause.simulate.incident import simulate_incident, write_incident
+    from latentcause.simulate.injection import MECHANISMS
+    from latentcause.simulate.system import COMPONENTS as SIM_COMPONENTS
+
     rng = np.random.default_rng(seed)
     mechanisms = [m for m in MECHANISMS if m != "none"]
     mechanism = str(rng.choice(mechanisms))
@@ -77,11 +79,11 @@ def _builtin_incident(folder: Path, seed: int) -> tuple[str, str]:
     return "data/metrics.csv", str(t0 + 300.0)
 
 
-def build_store(root: Path, n: int, draws: int) -> None:
+def build_store(root: Path, n: int, draws: int, simulate: bool) -> None:
     store = Store(root)
     for i in range(n):
         incident_id = f"bench-{i:02d}"
-        path, onset = generated_incident(root / incident_id, seed=1000 + i)
+        path, onset = generated_incident(root / incident_id, 1000 + i, simulate)
         spec = parse_spec({"id": incident_id, "title": f"benchmark incident {i}", "tags": [],
                            "onset": onset, "seed": 0, "draws": draws,
                            "source": {"type": "file", "path": path}},
@@ -146,18 +148,24 @@ def main() -> None:
     ap.add_argument("--incidents", type=int, default=20)
     ap.add_argument("--draws", type=int, default=100)
     ap.add_argument("--keep", type=Path, help="build the stores here and keep them")
+    ap.add_argument("--simulate", action="store_true",
+                    help="incidents from latentcause.simulate (sock-shop sized, much slower) "
+                         "instead of the small built-in generator")
+    ap.add_argument("--no-warmup", action="store_true",
+                    help="skip the one-incident run that fills the PyTensor compile cache")
     args = ap.parse_args()
     os.environ.setdefault("PYTENSOR_FLAGS", f"base_compiledir={ROOT / '.cache' / 'pytensor'}")
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="latentcause-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     local, remote = work / "local", work / "dask"
-    build_store(local, args.incidents, args.draws)
+    build_store(local, args.incidents, args.draws, args.simulate)
     shutil.copytree(local, remote)
     # Warm the PyTensor compile cache once so neither side pays compilation alone.
-    reanalyze(local, "--id", "bench-00", "--executor", "inline")
-    shutil.rmtree(local)
-    shutil.copytree(remote, local)
+    if not args.no_warmup:
+        reanalyze(local, "--id", "bench-00", "--executor", "inline")
+        shutil.rmtree(local)
+        shutil.copytree(remote, local)
 
     t_local = reanalyze(local, "--workers", "2")
     address, procs = start_cluster(work)
