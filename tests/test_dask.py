@@ -119,4 +119,6 @@ def test_unreachable_scheduler_is_one_line_exit_2(tmp_path: Path) -> None:
     out = latentcause("reanalyze", "--store", str(tmp_path), "--executor",
                       f"dask://127.0.0.1:{free_port()}")
     assert out.returncode == 2
-    assert "cannot reach the Dask scheduler" in out.stderr and out.stderr.count("\n") == 1
+    errors = [x for x in out.stderr.splitlines() if x.startswith("latentcause: error:")]
+    assert len(errors) == 1 and "cannot reach the Dask scheduler" in errors[0]
+    assert "Traceback" not in out.stderr
