@@ -19,11 +19,12 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import requests
-from latentcause.connectors.http import HttpOptions, redact_url
-from latentcause.errors import QueryError, SourceUnreachable
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.exceptions import InsecureRequestWarning
+
+from latentcause.connectors.http import HttpOptions, redact_url
+from latentcause.errors import QueryError, SourceUnreachable
 
 __all__ = ["PromApi"]
 

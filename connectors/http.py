@@ -16,10 +16,11 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
-from latentcause.errors import InputError
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase, HTTPBasicAuth
 from urllib3.util.retry import Retry
+
+from latentcause.errors import InputError
 
 __all__ = ["HttpOptions", "Secret", "redact_url"]
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import requests
+
 from latentcause.connectors._promapi import PromApi
 from latentcause.connectors.http import HttpOptions
 from latentcause.connectors.presets import SignalMap, detect_presets, load_signal_file

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from latentcause.connectors._jaeger import is_jaeger, jaeger_errors, parse_jaeger
 from latentcause.connectors._otlp import is_otlp, parse_otlp
 from latentcause.connectors._spans import Request, Span, call_graph, requests_of

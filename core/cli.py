@@ -96,9 +96,9 @@ def _logging(quiet: bool) -> None:
 
 def _register_commands() -> None:
     """Commands that live beside their library code (reports, simulator, store, signals)."""
-    from latentcause.source_commands import register as connectors
     from latentcause.reports.commands import register as reports
     from latentcause.simulate.commands import register as simulate
+    from latentcause.source_commands import register as connectors
     from latentcause.store.commands import register as store
 
     for register in (connectors, reports, simulate, store):

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+
 from latentcause.signals import split_column
 
 __all__ = [

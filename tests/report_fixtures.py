@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import arviz as az
-import latentcause
 import numpy as np
+
+import latentcause
 from latentcause.reports import running_model_version
 
 MECHANISMS = ("capacity_loss", "service_slowdown", "traffic_surge", "error_fault",

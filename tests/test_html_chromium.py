@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from latentcause.reports import render_html
 from report_fixtures import make_result
+
+from latentcause.reports import render_html
 
 CHROMIUM = Path("/usr/bin/chromium")
 

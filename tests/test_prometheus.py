@@ -12,11 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from latentcause.connectors.http import HttpOptions, Secret, redact_url
-from latentcause.connectors.presets import load_signal_file, rate_window
-from latentcause.connectors.prometheus import default_step, plan_prometheus, read_prometheus
-from latentcause.errors import InputError, QueryError, SourceUnreachable
-from latentcause.observations import Observations
 from promserver import (
     K8S_CONTAINERS,
     OTEL_SERVICES,
@@ -33,6 +28,12 @@ from promserver import (
     stop_prometheus,
     wide_csv_to_openmetrics,
 )
+
+from latentcause.connectors.http import HttpOptions, Secret, redact_url
+from latentcause.connectors.presets import load_signal_file, rate_window
+from latentcause.connectors.prometheus import default_step, plan_prometheus, read_prometheus
+from latentcause.errors import InputError, QueryError, SourceUnreachable
+from latentcause.observations import Observations
 
 needs_prometheus = pytest.mark.prometheus
 TOKEN = "s3cr3t-t0ken-value"  # noqa: S105  (a test credential)
@@ -472,8 +473,9 @@ def test_load_observations_reads_prometheus(
 
 @needs_prometheus
 def test_cli_signals_command(server: Server) -> None:
-    from latentcause.cli import app
     from typer.testing import CliRunner
+
+    from latentcause.cli import app
 
     t = server.truth
     result = CliRunner().invoke(app, ["signals", "--prometheus", server.url,

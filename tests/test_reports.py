@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from report_fixtures import make_result
+
 from latentcause.errors import ArtifactError, InputError
 from latentcause.reports import (
     BEGIN,
@@ -28,7 +30,6 @@ from latentcause.reports import (
     write_outputs,
 )
 from latentcause.reports import _write as write_module
-from report_fixtures import make_result
 
 CHECK_REPORT = Path("/work/shared/tools/check_report.py")
 LATENTCAUSE = Path(sys.executable).with_name("latentcause")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from latentcause.connectors.files import read_input
 from latentcause.errors import InputError
 from latentcause.simulate import (

@@ -18,11 +18,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import traced_app
+from pandas.core.groupby import SeriesGroupBy
+
 from latentcause.connectors.traces import read_spans, read_traces
 from latentcause.errors import InputError, TraceFormatError, WindowError
 from latentcause.observations import Observations
 from latentcause.signals import CANONICAL_SIGNALS, split_column
-from pandas.core.groupby import SeriesGroupBy
 
 DATA = Path(__file__).parent / "data" / "traces"
 SEED = 7

@@ -20,6 +20,10 @@ from typing import Any
 import matplotlib
 import matplotlib.dates as mdates
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
 from latentcause.reports._format import (
     as_list,
     as_mapping,
@@ -31,9 +35,6 @@ from latentcause.reports._format import (
     num,
     utc,
 )
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 __all__ = ["MAX_SERIES_PANELS", "Plot", "render_plots"]
 

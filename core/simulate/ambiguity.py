@@ -66,6 +66,7 @@ GC-driven rise in CPU and latency, which no step-like mechanism reproduces.
 from __future__ import annotations
 
 import pandas as pd
+
 from latentcause.simulate.system import COMPONENTS, ancestors, is_leaf
 
 __all__ = ["DESIGNS", "apply_design", "design_kind", "eligible_designs", "equivalent_set"]

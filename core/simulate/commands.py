@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from latentcause.errors import InputError
 
 __all__ = ["register"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from latentcause.errors import InputError
 from latentcause.simulate.system import COMPONENTS, callers
 

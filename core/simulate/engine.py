@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from latentcause.simulate.injection import Profiles
 from latentcause.simulate.system import System
 

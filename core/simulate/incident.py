@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from latentcause.errors import InputError
 from latentcause.simulate.ambiguity import (
     DESIGNS,

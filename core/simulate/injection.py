@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from latentcause.errors import InputError
 from latentcause.simulate.system import COMPONENTS, EDGES, System
 

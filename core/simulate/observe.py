@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from latentcause.errors import InputError
 from latentcause.simulate.engine import Trace
 from latentcause.simulate.system import COMPONENTS, LEAVES_FIRST, System

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from latentcause.errors import InputError
 from latentcause.simulate.ambiguity import eligible_designs
 from latentcause.simulate.defects import DEFECTS

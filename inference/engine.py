@@ -1,0 +1,420 @@
+"""The analysis: from Observations to the posterior over (component, mechanism) and a report.
+
+Steps: put the incident on the grid; screen onset candidates if the onset is unknown; fit
+every (component, role) at every kept candidate with the compiled fitters; combine into the
+posterior over hypotheses and onsets; sample the leading hypothesis with NUTS for its hidden
+state; check adequacy by posterior predictive; rank discriminating signals; assemble the
+report (INTERFACE.md schema "1" plus docs/ARTEFACTS.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import arviz as az
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from latentcause import __version__
+from latentcause.inference import ambiguity as amb
+from latentcause.inference.evidence import Fit, constrained_point, fitter
+from latentcause.inference.grid import N_TIME, ComponentGrid, Grid, make_grid
+from latentcause.inference.hypotheses import Hypothesis, Posterior, combine, prior_weights
+from latentcause.inference.onset import screen_candidates
+from latentcause.inference.sampling import Diagnostics, sample_leader
+from latentcause.models import (
+    MODEL_VERSION,
+    NU,
+    REGISTRY,
+    ROLES,
+    ROWS,
+    ComponentInput,
+    config_sha256,
+)
+from latentcause.observations import Observations
+
+__all__ = ["AnalysisResult", "analyze"]
+
+log = logging.getLogger(__name__)
+
+#: Power on the likelihood (1 = plain Bayes). Kept as data in every graph; see benchmarks.
+LIKELIHOOD_WEIGHT = 1.0
+#: Fraction of post-onset bins a series may have outside the 98 % predictive band and still
+#: count as reproduced.
+ADEQUACY_OUTSIDE_MAX = 0.3
+#: Noise of a measurement not yet taken, per transform, for discriminating signals.
+_UNOBSERVED_NOISE = {"err": 0.5, "restarts": 0.2}
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class AnalysisResult:
+    """What an analysis produces: the report (report.json) and the posterior (posterior.nc)."""
+
+    report: dict[str, Any]
+    idata: az.InferenceData | None
+
+
+def _input(comp: ComponentGrid, grid: Grid, k: int) -> ComponentInput:
+    cand = grid.candidates[k]
+    return ComponentInput(y=comp.y, mask=comp.mask, scale=comp.scale, step=cand.step,
+                          elapsed=cand.elapsed, err_base=comp.err_base, weight=LIKELIHOOD_WEIGHT)
+
+
+def analyze(obs: Observations, *, seed: int = 0, draws: int = 300, chains: int = 2,
+            p_none: float | None = None, progress: Progress | None = None) -> AnalysisResult:
+    """Analyse one incident; the same seed and observations give the same report.
+
+    BLAS is held to one thread: the work is thousands of tiny linear-algebra calls, for which
+    a multi-threaded BLAS spends more time waking threads than computing (measured: 4.5 ms
+    instead of a few microseconds per L-BFGS step on 2 busy cores).
+    """
+    with threadpool_limits(limits=1):
+        return _analyze(obs, seed=seed, draws=draws, chains=chains, p_none=p_none,
+                        progress=progress)
+
+
+def _analyze(obs: Observations, *, seed: int, draws: int, chains: int, p_none: float | None,
+             progress: Progress | None) -> AnalysisResult:
+    t0 = time.perf_counter()
+    say = progress or (lambda msg, frac: log.info("%3.0f%% %s", 100 * frac, msg))
+    grid = make_grid(obs)
+    names = [c.name for c in grid.components]
+    kept = screen_candidates(grid)
+    onset_prior = np.array([grid.candidates[k].prior for k in kept])
+    onset_prior = onset_prior / onset_prior.sum()
+
+    fits: dict[tuple[str, str, int], Fit] = {}
+    log_e: dict[tuple[str, str], np.ndarray] = {}
+    log_se: dict[tuple[str, str], np.ndarray] = {}
+    for r_i, role in enumerate(ROLES):
+        say(f"evidence: {role}", r_i / (len(ROLES) + 2))
+        f = fitter(role, N_TIME)
+        for c_i, comp in enumerate(grid.components):
+            ks = kept[:1] if role == "none" else kept  # nothing moves at the onset under none
+            for k in ks:
+                rng = np.random.default_rng([seed, c_i, r_i, k])
+                fits[(comp.name, role, k)] = f.fit(_input(comp, grid, k), rng)
+            vals = [fits[(comp.name, role, ks[0] if role == "none" else k)] for k in kept]
+            log_e[(comp.name, role)] = np.array([v.log_evidence for v in vals])
+            log_se[(comp.name, role)] = np.array([min(v.stderr, 5.0) for v in vals])
+    t_evidence = time.perf_counter() - t0
+
+    post = combine(names, log_e, log_se, onset_prior, prior_weights(names, p_none),
+                   obs.call_graph)
+    order = post.order()
+    leader_i = next(int(i) for i in order if post.hypotheses[int(i)].mechanism != "none")
+    leader = post.hypotheses[leader_i]
+    assert leader.component is not None
+    k_lead = kept[int(post.best_onset[leader_i])]
+    say(f"sampling {leader.label}", len(ROLES) / (len(ROLES) + 2))
+    root = grid.component(leader.component)
+    x_map = fits[(root.name, leader.mechanism, k_lead)].x_map
+    t1 = time.perf_counter()
+    raw, diag = sample_leader(fitter(leader.mechanism, N_TIME).model, _input(root, grid, k_lead),
+                              seed=seed, draws=draws, chains=chains,
+                              x_init=constrained_point(leader.mechanism, N_TIME, x_map))
+    t_sampling = time.perf_counter() - t1
+
+    say("posterior predictive, adequacy, ambiguity", (len(ROLES) + 1) / (len(ROLES) + 2))
+    rng = np.random.default_rng([seed, 7])
+    idata, series = _inference_data(grid, post, leader_i, k_lead, kept, raw, fits, rng)
+    adequacy = _adequacy(idata, series, root.name, grid, k_lead)
+    ambiguity = _ambiguity(grid, post, kept, fits, rng)
+    report = _report(obs, grid, post, kept, leader, raw, diag, adequacy, ambiguity, seed)
+    report["timing_s"] = {"evidence": round(t_evidence, 2), "sampling": round(t_sampling, 2),
+                          "total": round(time.perf_counter() - t0, 2)}
+    idata.attrs.update({
+        "latentcause_version": __version__, "model_version": MODEL_VERSION,
+        "mechanism": leader.mechanism, "component": leader.component,
+        "config_sha256": report["provenance"]["model_config_sha256"],
+        "data_sha256": report["provenance"]["data_sha256"], "seed": seed,
+    })
+    say("done", 1.0)
+    return AnalysisResult(report=report, idata=idata)
+
+
+# ----------------------------------------------------------------------------- posterior data
+
+def _series_of(comp: ComponentGrid) -> list[tuple[str, str, str]]:
+    """(label, row, signal) of every observed row of a component."""
+    return [(f"{comp.name}/{comp.sources.get(r, r)}", r, comp.sources.get(r, r))
+            for r in comp.observed_rows]
+
+
+def _inference_data(grid: Grid, post: Posterior, leader_i: int, k: int, kept: list[int],
+                    raw: az.InferenceData, fits: dict[tuple[str, str, int], Fit],
+                    rng: np.random.Generator) -> tuple[az.InferenceData, list[tuple[str, str, str]]]:
+    leader = post.hypotheses[leader_i]
+    n_chain = raw.posterior.sizes["chain"]
+    n_draw = raw.posterior.sizes["draw"]
+    mu_root = raw.posterior["mu"].to_numpy()        # chain, draw, row, time
+    sigma_root = raw.posterior["sigma"].to_numpy()  # chain, draw, row
+    labels: list[tuple[str, str, str]] = []
+    pred: list[np.ndarray] = []
+    obs_y: list[np.ndarray] = []
+    comp_of: list[str] = []
+    for c_i, comp in enumerate(grid.components):
+        if comp.name == leader.component:
+            mu, sigma = mu_root, sigma_root
+        else:
+            role = "propagated" if post.propagated[leader_i, c_i] > 0.5 else "none"
+            fit = fits[(comp.name, role, k if role != "none" else kept[0])]
+            mu, sigma = _laplace_predict(role, fit, n_chain * n_draw, rng)
+            mu = mu.reshape(n_chain, n_draw, *mu.shape[1:])
+            sigma = sigma.reshape(n_chain, n_draw, -1)
+        for label, row, _signal in _series_of(comp):
+            r = ROWS.index(row)
+            noise = rng.standard_t(NU, size=mu[:, :, r, :].shape) * sigma[:, :, r, None]
+            pred.append(comp.to_data_units(row, mu[:, :, r, :] + noise))
+            y = np.where(comp.mask[r] > 0, comp.to_data_units(row, comp.y[r]), np.nan)
+            obs_y.append(y)
+            labels.append((label, row, comp.name))
+            comp_of.append(comp.name)
+    series = [lab for lab, _, _ in labels]
+    posterior = {name: raw.posterior[name].to_numpy() for name in raw.posterior.data_vars
+                 if name not in ("mu", "sigma", "baseline", "noise_log", "drift")}
+    dims = {name: ["time"] for name, v in posterior.items() if v.ndim == 3}
+    hyps = [h.label for h in post.hypotheses]
+    cands = [grid.candidates[i].time for i in kept]
+    idata = az.from_dict(
+        posterior=posterior,
+        posterior_predictive={"y": np.stack(pred, axis=2)},
+        observed_data={"y": np.stack(obs_y)},
+        constant_data={
+            "onset_time": np.array(cands), "onset_probability": post.onset_probability,
+            "hypothesis_probability": post.probability,
+            "series_component": np.array(comp_of), "series_signal": np.array(
+                [s.split("/")[-1] for s in series]),
+            "time_edges": grid.edges,
+        },
+        coords={"time": grid.times, "series": series, "onset_candidate": np.arange(len(cands)),
+                "hypothesis": hyps, "edge": np.arange(grid.edges.size)},
+        dims={**dims, "y": ["series", "time"], "onset_time": ["onset_candidate"],
+              "onset_probability": ["onset_candidate"], "hypothesis_probability": ["hypothesis"],
+              "series_component": ["series"], "series_signal": ["series"],
+              "time_edges": ["edge"]},
+        sample_stats={k: raw.sample_stats[k].to_numpy() for k in ("diverging", "lp")
+                      if k in raw.sample_stats},
+    )
+    return idata, labels
+
+
+def _laplace_predict(role: str, fit: Fit, n: int,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted rows under the Gaussian approximation of a role's posterior."""
+    f = fitter(role, N_TIME)
+    chol = np.linalg.cholesky(fit.cov)
+    xs = fit.x_map + rng.standard_normal((n, fit.x_map.size)) @ chol.T
+    mus, sigmas = zip(*(f.predict(x) for x in xs), strict=True)
+    return np.stack(mus), np.stack(sigmas)
+
+
+# ----------------------------------------------------------------------------- adequacy
+
+def _adequacy(idata: az.InferenceData, series: list[tuple[str, str, str]], root: str,
+              grid: Grid, k: int) -> dict[str, Any]:
+    """Posterior predictive check of the leading hypothesis on the root's series."""
+    after = grid.candidates[k].step > 0.5
+    pred = idata.posterior_predictive["y"].to_numpy()   # chain, draw, series, time
+    pred = pred.reshape(-1, *pred.shape[2:])
+    obs = idata.observed_data["y"].to_numpy()
+    lo, hi = np.nanquantile(pred, [0.01, 0.99], axis=0)
+    worst, worst_label, checked = 0.0, "", []
+    rep_worst = np.zeros(pred.shape[0])
+    for s_i, (label, _row, comp) in enumerate(series):
+        if comp != root:
+            continue
+        ok = np.isfinite(obs[s_i]) & after
+        if ok.sum() < 3:
+            continue
+        outside = float(np.mean((obs[s_i, ok] < lo[s_i, ok]) | (obs[s_i, ok] > hi[s_i, ok])))
+        rep = np.mean((pred[:, s_i][:, ok] < lo[s_i, ok]) | (pred[:, s_i][:, ok] > hi[s_i, ok]),
+                      axis=1)
+        rep_worst = np.maximum(rep_worst, rep)
+        checked.append({"series": label, "outside_98": round(outside, 3)})
+        if outside >= worst:
+            worst, worst_label = outside, label
+    p_value = float(np.mean(rep_worst >= worst)) if checked else 1.0
+    fits = bool(worst <= ADEQUACY_OUTSIDE_MAX)
+    desc = (f"the leading hypothesis reproduces the root's signals ({worst:.0%} of post-onset "
+            f"bins outside the 98% band at worst, {worst_label or 'n/a'})" if fits else
+            f"no candidate reproduces the data: {worst:.0%} of post-onset bins of {worst_label} "
+            "fall outside the leading hypothesis' 98% predictive band")
+    return {"fits": fits, "p_value": round(p_value, 4), "statistic": round(worst, 4),
+            "worst_series": worst_label, "checked": checked, "description": desc}
+
+
+# ----------------------------------------------------------------------------- ambiguity
+
+def _ambiguity(grid: Grid, post: Posterior, kept: list[int],
+               fits: dict[tuple[str, str, int], Fit], rng: np.random.Generator) -> dict[str, Any]:
+    p = post.probability
+    cs = amb.credible_set(p)
+    lead = [i for i in post.order()[:4] if p[i] > 0.01]
+    names = [c.name for c in grid.components]
+    simulated: dict[tuple[int, str, str], np.ndarray] = {}
+
+    def role_of(h_i: int, comp: str) -> tuple[str, int]:
+        h = post.hypotheses[h_i]
+        k = kept[int(post.best_onset[h_i])]
+        if h.component == comp:
+            return h.mechanism, k
+        if h.component is None:
+            return "none", kept[0]
+        prop = post.propagated[h_i, names.index(comp)] > 0.5
+        return ("propagated", k) if prop else ("none", kept[0])
+
+    def simulate(j: int, comp: str, row: str) -> np.ndarray | None:
+        h_i = lead[j]
+        key = (h_i, comp, row)
+        if key not in simulated:
+            role, k = role_of(h_i, comp)
+            fit = fits[(comp, role, k)]
+            mu, _ = _laplace_predict(role, fit, 48, rng)
+            after = grid.candidates[k].step > 0.5
+            r = ROWS.index(row)
+            base = grid.component(comp).scale[r] * fit.x_map[r] if False else 0.0
+            simulated[key] = mu[:, r, after].mean(axis=1) - mu[:, r, ~after].mean(axis=1) - base
+        return simulated[key]
+
+    discriminating: list[dict[str, object]] = []
+    if len(lead) > 1:
+        involved = list(dict.fromkeys(
+            c for i in lead for c in ([post.hypotheses[i].component] if post.hypotheses[i].component
+                                      else [])))
+        cands = []
+        for comp in involved:
+            cg = grid.component(comp)
+            for r_i, row in enumerate(ROWS):
+                observed = bool(cg.mask[r_i].mean() > 0.5)
+                noise = cg.scale[r_i] if observed else _UNOBSERVED_NOISE.get(row, 0.1)
+                cands.append((comp, row, observed, float(noise)))
+        weights = p[lead] / p[lead].sum()
+        discriminating = amb.rank_signals(weights, simulate, cands, rng)
+    return {
+        "entropy_bits": round(amb.entropy_bits(p), 4),
+        "credible_set": [{"component": post.hypotheses[i].component,
+                          "mechanism": post.hypotheses[i].mechanism} for i in cs],
+        "ambiguous": len(cs) > 1,
+        "discriminating_signals": discriminating,
+    }
+
+
+# ----------------------------------------------------------------------------- report
+
+def _interval(x: np.ndarray) -> dict[str, Any]:
+    lo, med, hi = np.quantile(x, [0.025, 0.5, 0.975])
+    return {"median": round(float(med), 4), "interval_95": [round(float(lo), 4), round(float(hi), 4)]}
+
+
+def _trigger(grid: Grid, leader: Hypothesis, k: int, raw: az.InferenceData) -> dict[str, Any]:
+    assert leader.component is not None
+    root = grid.component(leader.component)
+    after = grid.candidates[k].step > 0.5
+    mu = raw.posterior["mu"].to_numpy().reshape(-1, len(ROWS), N_TIME)
+    base = raw.posterior["baseline"].to_numpy().reshape(-1, len(ROWS)) * root.scale
+    changes = []
+    for row in root.observed_rows:
+        r = ROWS.index(row)
+        effect = mu[:, r, after].mean(axis=1) - base[:, r]
+        changes.append({"component": root.name, "signal": root.sources.get(row, row),
+                        "ratio": _interval(np.exp(effect))})
+    big = sorted(changes, key=lambda c: -abs(np.log(c["ratio"]["median"])))[:3]
+    words = ", ".join(f"{c['signal']} x{c['ratio']['median']:.3g}" for c in big)
+    mech = REGISTRY[leader.mechanism]
+    return {"component": root.name, "mechanism": leader.mechanism,
+            "description": f"at the onset {root.name}'s {words} ({mech.summary})",
+            "changes": changes}
+
+
+def _latent(raw: az.InferenceData, mechanism: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"utilisation_before": None, "headroom": None, "amplification": None,
+                           "load_factor_to_saturation": None}
+    post = raw.posterior
+    parts = []
+    if "rho0" in post:
+        rho0 = post["rho0"].to_numpy().ravel()
+        out["utilisation_before"] = _interval(rho0)
+        out["headroom"] = _interval(1 - rho0)
+        out["load_factor_to_saturation"] = _interval(1 / rho0)
+        u = out["utilisation_before"]
+        parts.append(f"utilisation before the onset {u['median']:.0%} "
+                     f"(95% {u['interval_95'][0]:.0%}-{u['interval_95'][1]:.0%}): load could grow "
+                     f"x{out['load_factor_to_saturation']['median']:.2g} before saturating")
+    if "amplification" in post:
+        a = post["amplification"].to_numpy()[..., -1].ravel()
+        out["amplification"] = _interval(a)
+        parts.append(f"retries amplify the offered load by x{1 / (1 - np.median(a)):.2g}")
+    if not parts:
+        parts.append(f"{mechanism} does not involve the queue's headroom; it is not identified")
+    out["description"] = "; ".join(parts)
+    return out
+
+
+def _report(obs: Observations, grid: Grid, post: Posterior, kept: list[int], leader: Hypothesis,
+            raw: az.InferenceData, diag: Diagnostics, adequacy: dict[str, Any],
+            ambiguity: dict[str, Any], seed: int) -> dict[str, Any]:
+    order = post.order()
+    probs = np.round(post.probability[order], 6)
+    probs[0] += 1.0 - probs.sum()  # rounding must not break the sum
+    hyps = [{"component": post.hypotheses[i].component, "mechanism": post.hypotheses[i].mechanism,
+             "probability": float(max(p, 0.0)),
+             "log_evidence": round(float(post.log_evidence[i]), 3),
+             "log_evidence_se": round(float(post.log_evidence_se[i]), 3)}
+            for i, p in zip(order, probs, strict=True)]
+    cand_t = np.array([grid.candidates[k].time for k in kept])
+    w = post.onset_probability
+    idx = np.argsort(cand_t)
+    cdf = np.cumsum(w[idx])
+    pick = lambda q: float(cand_t[idx][min(int(np.searchsorted(cdf, q)), len(idx) - 1)])  # noqa: E731
+    half_bin = float(np.median(np.diff(grid.edges))) / 2 if not grid.onset_known else 0.0
+    median = pick(0.5)
+    onset = {"median": median,
+             "interval_95": [min(pick(0.025) - half_bin, median), max(pick(0.975) + half_bin, median)],
+             "source": obs.onset_source or "inferred",
+             "candidates": [{"time": float(cand_t[i]), "probability": round(float(w[i]), 6)}
+                            for i in idx]}
+    k_lead = kept[int(post.best_onset[order[0]])] if post.hypotheses[order[0]].component else kept[0]
+    start, end = obs.bounds
+    top = post.hypotheses[order[0]]
+    if ambiguity["ambiguous"]:
+        names = [f"{c['mechanism']} in {c['component']}" if c["component"] else "no fault"
+                 for c in ambiguity["credible_set"][:3]]
+        summary = "ambiguous between " + ", ".join(names)
+    elif top.component is None:
+        summary = f"no fault beyond normal variation (p = {probs[0]:.2f})"
+    else:
+        summary = f"{top.mechanism} in {top.component} (p = {probs[0]:.2f})"
+    if not adequacy["fits"]:
+        summary += "; but no candidate reproduces the data well"
+    return {
+        "schema_version": "1",
+        "summary": summary,
+        "window": {"start": float(start), "end": float(end), "step_s": float(obs.step_s)},
+        "hypotheses": hyps,
+        "onset": onset,
+        "ambiguity": ambiguity,
+        "adequacy": adequacy,
+        "trigger": _trigger(grid, leader, k_lead if top.component else
+                            kept[int(post.best_onset[post.hypotheses.index(leader)])], raw),
+        "latent_condition": _latent(raw, leader.mechanism),
+        "diagnostics": {"rhat_max": round(diag.rhat_max, 4), "ess_bulk_min": round(diag.ess_bulk_min, 1),
+                        "divergences": diag.divergences, "converged": diag.converged,
+                        "sampler": "nuts", "chains": diag.chains, "draws": diag.draws,
+                        "tune": diag.tune, "sampled_hypothesis": leader.label,
+                        "evidence_method": "laplace + importance sampling",
+                        "evidence_se_max": round(float(np.max(post.log_evidence_se)), 3)},
+        "provenance": {"source": obs.source, "queries": list(obs.queries),
+                       "data_sha256": obs.data_sha256(), "version": __version__, "seed": seed,
+                       "model_version": MODEL_VERSION, "model_config_sha256": config_sha256(),
+                       "onset_source": obs.onset_source or "inferred", "notes": list(obs.notes)},
+        "components": {c.name: [c.sources[r] for r in c.observed_rows] for c in grid.components},
+        "call_graph": ({k: sorted(v) for k, v in obs.call_graph.items()}
+                       if obs.call_graph is not None else None),
+    }

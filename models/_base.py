@@ -1,0 +1,137 @@
+"""The base of every mechanism: stable name, hidden state, priors, signature, effects.
+
+A mechanism is data (its priors and its signature table) plus one method, ``effects``, that
+maps its parameters and the onset drivers to the change it causes in each observed row, in
+log-ratio units relative to the component's own baseline. The model builder wraps that in the
+shared observation model, so every mechanism gets the same noise model, masking and baseline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pymc as pm
+import pytensor.tensor as pt
+
+from latentcause.errors import ModelError
+
+__all__ = [
+    "REGISTRY",
+    "Drivers",
+    "Effects",
+    "Mechanism",
+    "Prior",
+    "register",
+]
+
+#: Rows of the observation matrix each component is put on (fixed, so graphs compile once).
+ROWS: tuple[str, ...] = (
+    "cpu", "mem", "rps", "err", "lat", "lat_tail", "restarts", "self_time", "callee_time",
+)
+ROW = {name: i for i, name in enumerate(ROWS)}
+
+
+@dataclass(frozen=True)
+class Prior:
+    """A prior as data: a PyMC distribution name and its keyword arguments.
+
+    Kept serialisable so a mechanism's configuration can be hashed and saved with results.
+    """
+
+    dist: str
+    kwargs: Mapping[str, float] = field(default_factory=dict)
+    meaning: str = ""
+
+    def build(self, name: str) -> pt.TensorVariable:
+        """Create the random variable inside the current PyMC model context."""
+        try:
+            cls = getattr(pm, self.dist)
+        except AttributeError as exc:
+            raise ModelError(f"prior for {name!r}: PyMC has no distribution {self.dist!r}") from exc
+        return cls(name, **dict(self.kwargs))
+
+
+@dataclass(frozen=True)
+class Drivers:
+    """The onset, as time courses on the grid (data, so one graph serves every onset).
+
+    ``step`` is the fraction of each bin after the onset (0 before, 1 after); ``elapsed`` is
+    the time since the onset as a fraction of the post-onset window (0 before, 1 at the end).
+    ``err_base`` is the baseline error ratio, so effects on the logit scale become ratios.
+    """
+
+    step: pt.TensorVariable
+    elapsed: pt.TensorVariable
+    err_base: pt.TensorVariable
+
+
+@dataclass
+class Effects:
+    """What a mechanism does: per-row changes (log-ratio, shape (T,)) and its hidden state."""
+
+    rows: dict[str, pt.TensorVariable]
+    hidden: dict[str, pt.TensorVariable]
+    #: Log multiplier of a row's noise over time (e.g. allocation churn under memory pressure).
+    noise: dict[str, pt.TensorVariable] = field(default_factory=dict)
+
+
+# A signature cell: "+" rises, "-" falls, "0" flat, "~" may move either way, "." not modelled.
+Signature = Mapping[str, str]
+
+
+class Mechanism:
+    """Base class. Subclasses set the class attributes and implement ``effects``."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    hidden_state: ClassVar[tuple[str, ...]]
+    signature: ClassVar[Signature]
+    priors: ClassVar[Mapping[str, Prior]]
+    is_root: ClassVar[bool] = True
+
+    def __init__(self, priors: Mapping[str, Prior] | None = None) -> None:
+        self.priors = dict(self.priors if priors is None else priors)
+        expected = set(type(self).priors)
+        if set(self.priors) != expected:
+            missing = sorted(expected - set(self.priors))
+            extra = sorted(set(self.priors) - expected)
+            raise ModelError(
+                f"mechanism {self.name}: priors must be exactly {sorted(expected)}; "
+                f"missing {missing}, unexpected {extra}"
+            )
+        unknown = set(self.signature) - set(ROWS)
+        if unknown:
+            raise ModelError(f"mechanism {self.name}: signature names unknown rows {sorted(unknown)}")
+
+    def effects(self, params: Mapping[str, pt.TensorVariable], d: Drivers) -> Effects:
+        """Return the per-row changes and the hidden state, given parameters and drivers."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """Serialisable configuration: name and priors."""
+        return {
+            "name": self.name,
+            "priors": {k: {"dist": p.dist, **dict(p.kwargs)} for k, p in sorted(self.priors.items())},
+        }
+
+    def config_sha256(self) -> str:
+        """Hash of ``config()``: results record it so stale ones can be found."""
+        return hashlib.sha256(json.dumps(self.config(), sort_keys=True).encode()).hexdigest()
+
+
+REGISTRY: dict[str, type[Mechanism]] = {}
+
+
+def register(cls: type[Mechanism]) -> type[Mechanism]:
+    """Class decorator: add a mechanism to the registry under its stable name, once."""
+    if cls.name in REGISTRY:
+        raise ModelError(f"mechanism {cls.name!r} is registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+EffectFn = Callable[[Mapping[str, pt.TensorVariable], Drivers], Effects]

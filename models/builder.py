@@ -1,0 +1,124 @@
+"""Wrap a mechanism in the shared observation model, with data in ``pm.Data`` containers.
+
+Shapes are fixed (``len(ROWS)`` rows by ``n_time`` bins) and everything that differs between
+components, onsets and incidents is data, so each mechanism's graph compiles once and is
+reused: call ``set_component`` to point the model at new data.
+
+Observation model, per row r and bin t (a row is a signal on its scale-free axis)::
+
+    y[r, t] ~ StudentT(nu=4, mu = scale[r] * baseline[r] + drift[r] * step[t] + effect[r, t],
+                       sigma = scale[r] * (0.5 + exp(noise_log[r])))
+
+``drift`` is normal variation: any signal of any component may shift at the onset by a
+modest factor (prior sd ``DRIFT_SD``, about 35 %) with no mechanism behind it, as load and
+background work do between two windows. A mechanism must explain changes beyond that, so
+evidence grows with the size of a change, not with how many bins or rows show it.
+
+with missing samples masked out of the likelihood (not imputed) and the whole likelihood
+raised to ``weight`` (1 unless the evidence is tempered for autocorrelated samples).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+from scipy.special import gammaln
+
+from latentcause.models._base import ROW, ROWS, Drivers, Mechanism
+
+__all__ = ["NU", "ComponentInput", "build_model", "set_component"]
+
+#: Prior sd of normal variation at the onset, per row (log units; logit for errors).
+DRIFT_SD = 0.3
+
+#: Degrees of freedom of the Student-t noise: heavy tails so one outlier is not a mechanism.
+NU = 4.0
+
+
+@dataclass(frozen=True)
+class ComponentInput:
+    """One component's data on the grid, ready for a model.
+
+    ``y`` and ``mask`` have shape (len(ROWS), T); ``y`` is centred on the baseline and 0
+    where ``mask`` is 0. ``step``/``elapsed`` describe one onset candidate.
+    """
+
+    y: np.ndarray
+    mask: np.ndarray
+    scale: np.ndarray
+    step: np.ndarray
+    elapsed: np.ndarray
+    err_base: float
+    weight: float = 1.0
+
+
+def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
+    """Return the PyMC model of ``mechanism`` as root (or role) of one component."""
+    n_rows = len(ROWS)
+    with pm.Model(check_bounds=False) as model:
+        y = pm.Data("y", np.zeros((n_rows, n_time)))
+        mask = pm.Data("mask", np.zeros((n_rows, n_time)))
+        scale = pm.Data("scale", np.ones(n_rows))
+        step = pm.Data("step", np.zeros(n_time))
+        elapsed = pm.Data("elapsed", np.zeros(n_time))
+        err_base = pm.Data("err_base", 0.01)
+        weight = pm.Data("weight", 1.0)
+
+        baseline = pm.Normal("baseline", 0.0, 2.0, shape=n_rows)
+        noise_log = pm.Normal("noise_log", 0.0, 0.5, shape=n_rows)
+        drift = pm.Normal("drift", 0.0, DRIFT_SD, shape=n_rows)
+        # Noise may grow beyond the baseline spread but not collapse below half of it: exactly
+        # constant rows (quantised histogram latencies) would otherwise be infinite evidence.
+        sigma = pm.Deterministic("sigma", scale * (0.5 + pt.exp(noise_log)))
+
+        params = {k: prior.build(k) for k, prior in mechanism.priors.items()}
+        effects = mechanism.effects(params, Drivers(step=step, elapsed=elapsed, err_base=err_base))
+        zero = pt.zeros(n_time)
+        effect = pt.stack([effects.rows.get(r, zero) * pt.ones(n_time) for r in ROWS])
+        mu = pm.Deterministic(
+            "mu", scale[:, None] * baseline[:, None] + drift[:, None] * step[None, :] + effect)
+        for name, value in effects.hidden.items():
+            pm.Deterministic(name, value * pt.ones(n_time))
+
+        noise = pt.stack([effects.noise.get(r, zero) * pt.ones(n_time) for r in ROWS])
+        logp = _student_t_logp(y, mu, sigma[:, None] * pt.exp(noise))
+        pm.Potential("loglik", weight * pt.sum(mask * logp))
+    return model
+
+
+def _student_t_logp(y: pt.TensorVariable, mu: pt.TensorVariable,
+                    sigma: pt.TensorVariable) -> pt.TensorVariable:
+    """Student-t log density, written out so no parameter check can raise mid-optimisation."""
+    const = gammaln((NU + 1) / 2) - gammaln(NU / 2) - 0.5 * np.log(NU * np.pi)
+    z = (y - mu) / sigma
+    return const - pt.log(sigma) - 0.5 * (NU + 1) * pt.log1p(z**2 / NU)
+
+
+def set_component(model: pm.Model, data: ComponentInput) -> None:
+    """Point ``model``'s data containers at one component and onset candidate."""
+    pm.set_data(
+        {
+            "y": data.y,
+            "mask": data.mask,
+            "scale": data.scale,
+            "step": data.step,
+            "elapsed": data.elapsed,
+            "err_base": float(data.err_base),
+            "weight": float(data.weight),
+        },
+        model=model,
+    )
+
+
+def row_index(name: str) -> int:
+    """Index of a row by name."""
+    return ROW[name]
+
+
+def describe(mechanism: Mechanism) -> Mapping[str, str]:
+    """Signature of a mechanism as row -> direction, in row order."""
+    return {r: mechanism.signature[r] for r in ROWS if r in mechanism.signature}

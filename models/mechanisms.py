@@ -1,0 +1,279 @@
+"""The mechanism library: one class per entry of the INTERFACE.md vocabulary, plus the two
+roles a non-root component can play (``propagated`` and ``unaffected``).
+
+Every effect is a log-ratio relative to the component's own baseline (logit difference for
+errors), so one prior serves a service at 5 rps and one at 5,000. Each physical quantity is
+computed at time t and at the baseline and differenced, so nothing moves before the onset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytensor.tensor as pt
+
+from latentcause.models import physics as ph
+from latentcause.models._base import Drivers, Effects, Mechanism, Prior, register
+
+__all__ = [
+    "CapacityLoss",
+    "ErrorFault",
+    "MemoryLeak",
+    "NoChange",
+    "Propagated",
+    "RetryStorm",
+    "ServiceSlowdown",
+    "TrafficSurge",
+]
+
+P = Mapping[str, pt.TensorVariable]
+
+_RHO0 = Prior("Beta", {"alpha": 2.0, "beta": 4.0}, "utilisation before the onset")
+_SAT_ERR = Prior("HalfNormal", {"sigma": 3.0}, "logit rise of errors once saturated (timeouts)")
+
+
+def _logit_ratio(d: Drivers, logit_delta: pt.TensorVariable) -> pt.TensorVariable:
+    """Error ratio after a logit change from the baseline ratio."""
+    return pt.sigmoid(pt.log(d.err_base) - pt.log1p(-d.err_base) + logit_delta)
+
+
+def _queueing(params: P, d: Drivers, log_load: pt.TensorVariable,
+              log_capacity: pt.TensorVariable) -> tuple[dict[str, pt.TensorVariable],
+                                                        dict[str, pt.TensorVariable]]:
+    """Rows and hidden state of a queue whose load and capacity change at the onset."""
+    rho0 = params["rho0"]
+    one = pt.ones_like(d.step)
+    load, capacity = pt.exp(log_load), pt.exp(log_capacity)
+    rho = ph.utilisation(rho0, load, capacity)
+    lat = ph.latency_log_ratio(rho0, rho, capacity, d.elapsed) - ph.latency_log_ratio(
+        rho0, rho0 * one, one, 0.0 * one)
+    served = ph.served_log_ratio(rho0, load, capacity) - ph.served_log_ratio(rho0, one, one)
+    err = params["sat_err"] * (ph.saturation(rho) - ph.saturation(rho0 * one))
+    rows = {"rps": served, "lat": lat, "lat_tail": lat, "self_time": lat, "err": err}
+    hidden = {
+        "utilisation": rho,
+        "arrival_ratio": load,
+        "capacity_ratio": capacity,
+        "latency_ratio": pt.exp(lat),
+        "error_ratio": _logit_ratio(d, err),
+    }
+    return rows, hidden
+
+
+@register
+class NoChange(Mechanism):
+    """Nothing beyond normal variation: also the role of an unaffected component."""
+
+    name = "none"
+    summary = "nothing beyond normal variation"
+    hidden_state = ()
+    signature = {r: "0" for r in ("cpu", "mem", "rps", "err", "lat", "lat_tail", "restarts")}
+    priors: Mapping[str, Prior] = {}
+
+    def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
+        return Effects(rows={}, hidden={})
+
+
+@register
+class TrafficSurge(Mechanism):
+    """Arrivals rose past the headroom: queueing delay from saturation.
+
+    Served rate and cpu follow the arrivals until capacity; latency follows the queueing
+    curve from the pre-onset utilisation; errors appear only once saturated.
+    """
+
+    name = "traffic_surge"
+    summary = "arrivals rose past the headroom: queueing delay from saturation"
+    hidden_state = ("utilisation", "arrival_ratio", "latency_ratio", "error_ratio")
+    signature = {"rps": "+", "cpu": "+", "lat": "+", "lat_tail": "+", "err": "~", "mem": "0",
+                 "self_time": "+"}
+    priors = {
+        "log_load": Prior("HalfNormal", {"sigma": 1.0}, "log of arrivals after / before"),
+        "rho0": _RHO0,
+        "sat_err": _SAT_ERR,
+    }
+
+    def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
+        log_load = params["log_load"] * d.step
+        rows, hidden = _queueing(params, d, log_load, 0.0 * d.step)
+        rows["cpu"] = rows["rps"]  # cpu follows the work actually served
+        return Effects(rows, hidden)
+
+
+@register
+class CapacityLoss(Mechanism):
+    """The service rate fell (CPU hog, throttling, lost replicas) at unchanged load.
+
+    Latency climbs the same queueing curve from a smaller capacity; the rate is unchanged
+    until saturation, then falls (rejections); cpu rises with a hog sharing the cores and
+    falls when throttled, so its change is free in sign.
+    """
+
+    name = "capacity_loss"
+    summary = "the service rate fell (cpu contention or hog, throttling, lost replicas)"
+    hidden_state = ("utilisation", "capacity_ratio", "latency_ratio", "error_ratio")
+    signature = {"rps": "0", "cpu": "~", "lat": "+", "lat_tail": "+", "err": "~", "mem": "0",
+                 "self_time": "+"}
+    priors = {
+        "log_capacity_loss": Prior("HalfNormal", {"sigma": 1.0}, "log of capacity before / after"),
+        "cpu_shift": Prior("Normal", {"mu": 0.0, "sigma": 2.0}, "log cpu change (hog +, throttle -)"),
+        "rho0": _RHO0,
+        "sat_err": _SAT_ERR,
+    }
+
+    def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
+        log_cap = -params["log_capacity_loss"] * d.step
+        rows, hidden = _queueing(params, d, 0.0 * d.step, log_cap)
+        rows["cpu"] = params["cpu_shift"] * d.step
+        return Effects(rows, hidden)
+
+
+@register
+class ServiceSlowdown(Mechanism):
+    """Each request takes longer (sleep, I/O wait, lock, slow call) without more CPU.
+
+    Latency rises by a factor while rate and cpu stay flat; worker occupancy (utilisation)
+    rises with the time each request holds a worker.
+    """
+
+    name = "service_slowdown"
+    summary = "each request takes longer (sleep, I/O, lock, slow call) without more CPU"
+    hidden_state = ("utilisation", "latency_ratio")
+    signature = {"rps": "0", "cpu": "0", "lat": "+", "lat_tail": "+", "err": "0", "mem": "0",
+                 "self_time": "+"}
+    priors = {
+        "log_slowdown": Prior("HalfNormal", {"sigma": 1.5}, "log of latency after / before"),
+        "rho0": _RHO0,
+    }
+
+    def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
+        lat = params["log_slowdown"] * d.step
+        hidden = {"utilisation": params["rho0"] * pt.exp(lat), "latency_ratio": pt.exp(lat)}
+        return Effects({"lat": lat, "lat_tail": lat, "self_time": lat}, hidden)
+
+
+@register
+class ErrorFault(Mechanism):
+    """Requests fail (bad deploy or config, failing call) without a load or latency cause.
+
+    Errors rise; failures are fast, so latency stays flat or falls, cpu slightly down.
+    """
+
+    name = "error_fault"
+    summary = "requests fail (bad deploy, config, failing call) without load or latency cause"
+    hidden_state = ("error_ratio",)
+    signature = {"rps": "0", "cpu": "~", "lat": "-", "lat_tail": "-", "err": "+", "mem": "0"}
+    priors = {
+        "err_rise": Prior("HalfNormal", {"sigma": 4.0}, "logit rise of the error ratio"),
+        "fast_fail": Prior("HalfNormal", {"sigma": 0.3}, "log latency drop from fast failures"),
+        "cpu_shift": Prior("Normal", {"mu": 0.0, "sigma": 0.2}, "small log cpu change"),
+    }
+
+    def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
+        err = params["err_rise"] * d.step
+        lat = -params["fast_fail"] * d.step
+        rows = {"err": err, "lat": lat, "lat_tail": lat, "self_time": lat,
+                "cpu": params["cpu_shift"] * d.step}
+        return Effects(rows, {"error_ratio": _logit_ratio(d, err)})
+
+
+@register
+class MemoryLeak(Mechanism):
+    """Memory climbs beyond its normal range, as a ramp (leak) or a step (pressure).
+
+    Garbage collection then costs cpu and latency; restarts may follow. Under memory
+    pressure, allocation churn and GC sawtooth make memory volatile as well as higher, which
+    a cpu hog's fixed footprint does not: the ``churn`` term lets the noise of the memory row
+    grow after the onset.
+    """
+
+    name = "memory_leak"
+    summary = "memory climbs beyond its normal range (ramp or step); GC, cpu, restarts follow"
+    hidden_state = ("memory_ratio",)
+    signature = {"mem": "+", "cpu": "~", "lat": "~", "lat_tail": "~", "restarts": "+",
+                 "rps": "0", "err": "0"}
+    priors = {
+        "mem_step": Prior("HalfNormal", {"sigma": 1.0}, "log memory jump at the onset"),
+        "mem_slope": Prior("HalfNormal", {"sigma": 1.0}, "log memory growth over the window"),
+        "gc_cpu": Prior("Normal", {"mu": 0.0, "sigma": 1.0}, "log cpu change from GC work"),
+        "gc_latency": Prior("HalfNormal", {"sigma": 0.3}, "log latency rise from GC pauses"),
+        "restart_rate": Prior("HalfNormal", {"sigma": 1.0}, "restarts over the window"),
+        "churn": Prior("HalfNormal", {"sigma": 2.0}, "log rise of memory volatility (GC, churn)"),
+    }
+
+    def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
+        mem = params["mem_step"] * d.step + params["mem_slope"] * d.elapsed
+        lat = params["gc_latency"] * d.step
+        rows = {"mem": mem, "cpu": params["gc_cpu"] * d.step, "lat": lat, "lat_tail": lat,
+                "restarts": params["restart_rate"] * d.elapsed}
+        return Effects(rows, {"memory_ratio": pt.exp(mem)},
+                       noise={"mem": params["churn"] * d.step})
+
+
+@register
+class RetryStorm(Mechanism):
+    """A trigger set off retries whose extra load keeps the overload going (metastable).
+
+    The sustained arrival rate is ``1 / (1 - A)`` of the offered load, with the amplification
+    ``A = retries per failure x error ratio``; errors stay high after the transient trigger
+    (a burst that decays) has ended, because the retries themselves keep the queue saturated.
+    """
+
+    name = "retry_storm"
+    summary = "a trigger set off retries whose load keeps the overload going (metastable)"
+    hidden_state = ("utilisation", "arrival_ratio", "latency_ratio", "error_ratio",
+                    "amplification")
+    signature = {"rps": "+", "cpu": "+", "lat": "+", "lat_tail": "+", "err": "+", "mem": "0",
+                 "self_time": "+"}
+    priors = {
+        "err_rise": Prior("HalfNormal", {"sigma": 3.0}, "logit rise of errors, sustained"),
+        "retries": Prior("LogNormal", {"mu": 0.7, "sigma": 0.5}, "retries per failed request"),
+        "trigger": Prior("HalfNormal", {"sigma": 1.0}, "log size of the transient trigger"),
+        "trigger_len": Prior("Beta", {"alpha": 2.0, "beta": 8.0}, "trigger length / window"),
+        "rho0": _RHO0,
+        "sat_err": _SAT_ERR,
+    }
+
+    def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
+        p_err = _logit_ratio(d, params["err_rise"] * d.step)
+        base_err = d.err_base
+        amp = ph.soft_cap(params["retries"] * p_err, 0.95)
+        amp0 = ph.soft_cap(params["retries"] * base_err, 0.95)
+        burst = params["trigger"] * d.step * pt.exp(-d.elapsed / params["trigger_len"])
+        log_load = burst - pt.log1p(-amp) + pt.log1p(-amp0)
+        rows, hidden = _queueing(params, d, log_load, 0.0 * d.step)
+        err = params["err_rise"] * d.step + rows["err"]
+        rows["err"] = err
+        rows["cpu"] = rows["rps"]
+        hidden["error_ratio"] = _logit_ratio(d, err)
+        hidden["amplification"] = amp
+        return Effects(rows, hidden)
+
+
+@register
+class Propagated(Mechanism):
+    """Role of a non-root component that feels the root: latency and errors, not resources.
+
+    A caller's latency includes its callees', so its latency (and callee time) rise and errors
+    may pass through, while its own cpu, memory and rate barely move and its self time is flat.
+    """
+
+    name = "propagated"
+    summary = "not a root: latency and errors from a callee, own resources unchanged"
+    hidden_state = ("latency_ratio", "error_ratio")
+    signature = {"lat": "+", "lat_tail": "+", "err": "~", "callee_time": "+", "self_time": "0",
+                 "cpu": "0", "mem": "0", "rps": "0"}
+    is_root = False
+    priors = {
+        "lat_rise": Prior("HalfNormal", {"sigma": 1.0}, "log latency rise from callees"),
+        "err_rise": Prior("HalfNormal", {"sigma": 2.0}, "logit error rise from callees"),
+        "small_shift": Prior("Normal", {"mu": 0.0, "sigma": 0.15}, "small cpu and rate change"),
+    }
+
+    def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
+        lat = params["lat_rise"] * d.step
+        err = params["err_rise"] * d.step
+        small = params["small_shift"] * d.step
+        rows = {"lat": lat, "lat_tail": lat, "callee_time": lat, "err": err,
+                "cpu": small, "rps": small}
+        return Effects(rows, {"latency_ratio": pt.exp(lat), "error_ratio": _logit_ratio(d, err)})

@@ -1,0 +1,66 @@
+"""Queueing physics shared by the mechanisms, written in PyTensor so it differentiates.
+
+Conventions: ``rho0`` is the utilisation before the onset (the headroom is ``1 - rho0``);
+``load`` is the arrival rate relative to baseline; ``capacity`` the service rate relative to
+baseline. Utilisation is ``rho = rho0 * load / capacity`` (arrivals x work / capacity).
+Latency of an M/M/1-type queue is ``1 / (mu - lambda)``, so relative to baseline it is
+``(1 - rho0) / (capacity * (1 - rho))``; past saturation the queue grows with time until
+timeouts turn requests into errors. Smooth caps keep gradients finite at rho = 1.
+"""
+
+from __future__ import annotations
+
+import pytensor.tensor as pt
+
+__all__ = [
+    "RHO_MAX",
+    "latency_log_ratio",
+    "saturation",
+    "served_log_ratio",
+    "soft_cap",
+    "utilisation",
+]
+
+#: Utilisation at which the stationary queueing formula is capped; beyond it the backlog term
+#: takes over.
+RHO_MAX = 0.97
+_SHARPNESS = 40.0
+
+
+def soft_cap(x: pt.TensorVariable, cap: float, k: float = _SHARPNESS) -> pt.TensorVariable:
+    """``min(x, cap)``, smooth: equal to x well below cap, to cap well above."""
+    return cap - pt.softplus(k * (cap - x)) / k
+
+
+def utilisation(rho0: pt.TensorVariable, load: pt.TensorVariable,
+                capacity: pt.TensorVariable) -> pt.TensorVariable:
+    """Utilisation from the baseline utilisation and relative arrivals and capacity."""
+    return rho0 * load / capacity
+
+
+def saturation(rho: pt.TensorVariable, k: float = 20.0) -> pt.TensorVariable:
+    """How far past rho = 1 the component is, in 0..1 (a smooth step at saturation)."""
+    return pt.sigmoid(k * (rho - 1.0))
+
+
+def latency_log_ratio(rho0: pt.TensorVariable, rho: pt.TensorVariable,
+                      capacity: pt.TensorVariable, elapsed: pt.TensorVariable,
+                      backlog_rate: pt.TensorVariable | float = 4.0) -> pt.TensorVariable:
+    """Log of latency relative to baseline: the queueing curve plus a growing backlog.
+
+    Below saturation, ``(1 - rho0) / (capacity (1 - rho))``. Above it the stationary formula
+    is capped at ``RHO_MAX`` and the backlog grows linearly in time at a rate proportional to
+    the excess utilisation (fluid approximation of a queue with arrivals above service).
+    """
+    rho_c = soft_cap(rho, RHO_MAX)
+    stationary = pt.log1p(-rho0) - pt.log(capacity) - pt.log1p(-rho_c)
+    excess = pt.softplus(_SHARPNESS * (rho - 1.0)) / _SHARPNESS
+    return stationary + pt.log1p(backlog_rate * excess * elapsed / (1.0 - RHO_MAX))
+
+
+def served_log_ratio(rho0: pt.TensorVariable, load: pt.TensorVariable,
+                     capacity: pt.TensorVariable, k: float = 10.0) -> pt.TensorVariable:
+    """Log of served throughput relative to baseline: ``min(load, capacity / rho0)``."""
+    a = pt.log(load)
+    b = pt.log(capacity) - pt.log(rho0)
+    return -pt.logaddexp(-k * a, -k * b) / k
