@@ -167,6 +167,7 @@ def simulate_incident(
     onset = start_unix + int(onset_rel)
     notes = [_describe(inj, system)]
     dropped: list[str] = []
+    equivalent: list[dict[str, Any]]
     if design is not None and component is not None:
         frame, dropped = apply_design(design, frame, component)
         equivalent = equivalent_set(design, component)

@@ -9,7 +9,6 @@ or its spec changed, or when it has no result yet.
 
 from __future__ import annotations
 
-import logging
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,8 +27,6 @@ __all__ = [
     "utc_now",
 ]
 
-log = logging.getLogger(__name__)
-
 #: File name of the stamp inside a result folder.
 STAMP_NAME = "stamp.json"
 _STAMP_VERSION = 1
@@ -39,8 +36,8 @@ _STAMP_VERSION = 1
 class ModelIdentity:
     """The versions a result depends on, as this process sees them.
 
-    ``None`` means "unknown here" (an older engine without the attribute): an unknown value is
-    never a reason to rerun, since it cannot be compared.
+    ``None`` means "unknown" (a caller that cannot tell): an unknown value is never a reason
+    to rerun, since it cannot be compared.
     """
 
     latentcause_version: str
@@ -51,27 +48,9 @@ class ModelIdentity:
 def current_identity() -> ModelIdentity:
     """Return the installed latentcause version, model version and model config hash."""
     from latentcause import __version__
+    from latentcause.models import MODEL_VERSION, config_sha256
 
-    model_version: str | None = None
-    config: str | None = None
-    try:
-        from latentcause.models import MODEL_VERSION
-
-        model_version = str(MODEL_VERSION)
-    except ImportError:
-        log.debug("latentcause.models has no MODEL_VERSION; model version not compared")
-    try:
-        from latentcause.inference import config_sha256
-    except ImportError:
-        try:
-            from latentcause.models import config_sha256
-        except ImportError:
-            config_sha256 = None
-    if config_sha256 is not None:
-        config = str(config_sha256())
-    else:
-        log.debug("no config_sha256 in the engine; model config not compared")
-    return ModelIdentity(__version__, model_version, config)
+    return ModelIdentity(__version__, str(MODEL_VERSION), str(config_sha256()))
 
 
 def utc_now() -> str:
