@@ -41,7 +41,7 @@ def analyze(
     component: Annotated[list[str] | None, typer.Option(help="Restrict candidate roots (repeatable).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write report.json, report.md, report.html, posterior.nc here.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same seed and input, same report.")] = 0,
-    draws: Annotated[int, typer.Option(help="NUTS draws per chain for the leading hypothesis.")] = 300,
+    draws: Annotated[int, typer.Option(help="NUTS draws per chain for the leading hypothesis.")] = 500,
     bearer_token_env: Annotated[str | None, typer.Option(help="Env variable holding a bearer token.")] = None,
     bearer_token_file: Annotated[Path | None, typer.Option(help="File holding a bearer token.")] = None,
     basic_auth_user: Annotated[str | None, typer.Option(help="Basic-auth user name.")] = None,
@@ -52,13 +52,11 @@ def analyze(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
 ) -> None:
     """Analyse one incident and report the posterior over (component, mechanism)."""
-    from latentcause import inference
     from latentcause.loading import load_observations
-    from latentcause.reports import summary_lines, write_outputs
 
     _logging(quiet)
-    if out is not None and out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
+    if out is not None:
+        _check_out(out)
     obs = load_observations(
         input=input, prometheus=prometheus, start=start, end=end, step=step, signals=signals,
         traces=traces, onset=onset, components=component,
@@ -66,6 +64,11 @@ def analyze(
                   basic_auth_user=basic_auth_user, basic_auth_password_env=basic_auth_password_env,
                   ca_file=ca_file, insecure=insecure, timeout=timeout),
     )
+    # The engine (PyMC) is imported only once the input is known to be usable: bad input
+    # fails fast, and before anything is written to --out.
+    from latentcause import inference
+    from latentcause.reports import summary_lines, write_outputs
+
     result = inference.analyze(obs, seed=seed, draws=draws)
     if out is not None:
         write_outputs(result, out)
@@ -82,6 +85,19 @@ def mechanisms() -> None:
     from latentcause.models import describe_library
 
     typer.echo(describe_library())
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that could not be written, before any work is done."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    ancestor = out.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"--out {out}: {ancestor} is not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: {ancestor} is not writable")
 
 
 def _logging(quiet: bool) -> None:

@@ -21,11 +21,11 @@ from threadpoolctl import threadpool_limits
 
 from latentcause import __version__
 from latentcause.inference import ambiguity as amb
-from latentcause.inference.evidence import Fit, constrained_point, fitter
+from latentcause.inference.evidence import Fit, fitter
 from latentcause.inference.grid import N_TIME, ComponentGrid, Grid, make_grid
 from latentcause.inference.hypotheses import Hypothesis, Posterior, combine, prior_weights
 from latentcause.inference.onset import screen_candidates
-from latentcause.inference.sampling import Diagnostics, sample_leader
+from latentcause.inference.sampling import Diagnostics, sampler
 from latentcause.models import (
     MODEL_VERSION,
     NU,
@@ -66,7 +66,7 @@ def _input(comp: ComponentGrid, grid: Grid, k: int) -> ComponentInput:
                           elapsed=cand.elapsed, err_base=comp.err_base, weight=LIKELIHOOD_WEIGHT)
 
 
-def analyze(obs: Observations, *, seed: int = 0, draws: int = 300, chains: int = 2,
+def analyze(obs: Observations, *, seed: int = 0, draws: int = 500, chains: int = 2,
             p_none: float | None = None, progress: Progress | None = None) -> AnalysisResult:
     """Analyse one incident; the same seed and observations give the same report.
 
@@ -114,11 +114,11 @@ def _analyze(obs: Observations, *, seed: int, draws: int, chains: int, p_none: f
     k_lead = kept[int(post.best_onset[leader_i])]
     say(f"sampling {leader.label}", len(ROLES) / (len(ROLES) + 2))
     root = grid.component(leader.component)
-    x_map = fits[(root.name, leader.mechanism, k_lead)].x_map
+    lead_fit = fits[(root.name, leader.mechanism, k_lead)]
     t1 = time.perf_counter()
-    raw, diag = sample_leader(fitter(leader.mechanism, N_TIME).model, _input(root, grid, k_lead),
-                              seed=seed, draws=draws, chains=chains,
-                              x_init=constrained_point(leader.mechanism, N_TIME, x_map))
+    raw, diag = sampler(fitter(leader.mechanism, N_TIME).model).sample(
+        _input(root, grid, k_lead), lead_fit.x_map, lead_fit.cov, seed=seed, draws=draws,
+        chains=chains)
     t_sampling = time.perf_counter() - t1
 
     say("posterior predictive, adequacy, ambiguity", (len(ROLES) + 1) / (len(ROLES) + 2))
