@@ -1,0 +1,667 @@
+"""The mechanism library: registry, signatures, physics, finite densities, recovery, SBC.
+
+Default tier: cheap invariants only. Signatures come from prior-predictive draws of each
+model's ``mu`` with the normal-variation terms (``baseline``, ``drift``) fixed at zero, so
+what moves is the mechanism's own effect. Physics checks evaluate ``Mechanism.effects`` at
+chosen parameters through a FAST_COMPILE (Python, no C) function. The finite-density checks
+reuse the eight cached role graphs at ``N_TIME`` (``inference.evidence.fitter``), so the tier
+adds no compiled C graph beyond those the engine itself uses.
+
+Slow tier: parameter recovery and simulation-based calibration (SBC, after arviz-devs/simuk)
+of the magnitude parameter of ``capacity_loss`` and ``traffic_surge``, on data simulated from
+the model itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from conftest import ROOT, SOCKSHOP
+from scipy import special, stats
+from typer.testing import CliRunner
+
+from latentcause.cli import app
+from latentcause.connectors.files import read_input
+from latentcause.errors import ModelError
+from latentcause.inference.evidence import fitter
+from latentcause.inference.grid import N_TIME, Grid, make_grid
+from latentcause.models import (
+    MECHANISMS,
+    NU,
+    REGISTRY,
+    ROLES,
+    ROWS,
+    ComponentInput,
+    Drivers,
+    Mechanism,
+    Prior,
+    build_model,
+    config_sha256,
+    register,
+    set_component,
+)
+from latentcause.models.builder import DRIFT_SD, _student_t_logp
+from latentcause.models.physics import RHO_MAX
+
+VOCABULARY = ("none", "traffic_surge", "capacity_loss", "service_slowdown", "error_fault",
+              "memory_leak", "retry_storm")
+SEED = 20240611
+FAST = {"mode": "FAST_COMPILE"}
+
+#: A step onset in the middle of the grid, as ``grid._candidate`` would make it.
+ONSET = N_TIME // 2
+STEP = (np.arange(N_TIME) >= ONSET).astype(float)
+ELAPSED = np.clip((np.arange(N_TIME) + 0.5 - ONSET) / (N_TIME - ONSET), 0.0, 1.0)
+PRE, POST = slice(0, ONSET), slice(ONSET, N_TIME)
+R = {name: i for i, name in enumerate(ROWS)}
+
+
+def _row_set(rows: tuple[str, ...]) -> np.ndarray:
+    mask = np.zeros((len(ROWS), N_TIME))
+    for r in rows:
+        mask[R[r]] = 1.0
+    return mask
+
+
+#: Rows a sock-shop style component exposes.
+OBSERVED = ("cpu", "mem", "rps", "err", "lat", "lat_tail")
+
+
+def _drivers_input(y: np.ndarray | None = None, mask: np.ndarray | None = None,
+                   err_base: float = 0.01) -> ComponentInput:
+    """Data for a model: the mid-grid onset, unit scales, and ``y`` (zeros by default)."""
+    return ComponentInput(
+        y=np.zeros((len(ROWS), N_TIME)) if y is None else y,
+        mask=_row_set(OBSERVED) if mask is None else mask,
+        scale=np.ones(len(ROWS)), step=STEP, elapsed=ELAPSED, err_base=err_base)
+
+
+# --------------------------------------------------------------------------------------------
+# Registry, configuration, construction checks
+
+
+def test_registry_holds_the_vocabulary_and_the_propagated_role() -> None:
+    for name in (*VOCABULARY, "propagated"):
+        assert name in REGISTRY, name
+        cls = REGISTRY[name]
+        assert issubclass(cls, Mechanism)
+        assert cls.name == name
+        assert cls.summary
+    assert set(MECHANISMS) == set(VOCABULARY) - {"none"}
+    assert set(ROLES) == {*VOCABULARY, "propagated"}
+    assert [n for n in REGISTRY if not REGISTRY[n].is_root] == ["propagated"]
+
+
+def test_signatures_name_known_rows_and_directions() -> None:
+    for name in ROLES:
+        mech = REGISTRY[name]()
+        assert set(mech.signature) <= set(ROWS), name
+        assert set(mech.signature.values()) <= {"+", "-", "0", "~", "."}, name
+    # The vocabulary's defining moves (INTERFACE.md, MODELLING.md).
+    assert REGISTRY["traffic_surge"].signature["rps"] == "+"
+    assert REGISTRY["capacity_loss"].signature["rps"] == "0"
+    assert REGISTRY["capacity_loss"].signature["lat"] == "+"
+    assert REGISTRY["service_slowdown"].signature["cpu"] == "0"
+    assert REGISTRY["error_fault"].signature["err"] == "+"
+    assert REGISTRY["memory_leak"].signature["mem"] == "+"
+    assert REGISTRY["retry_storm"].signature["err"] == "+"
+    assert set(REGISTRY["none"].signature.values()) == {"0"}
+
+
+def test_duplicate_registration_raises_and_leaves_the_registry_alone() -> None:
+    before = dict(REGISTRY)
+
+    class Impostor(Mechanism):
+        name = "capacity_loss"
+        summary = "a second class under a taken name"
+        hidden_state = ()
+        signature = {"lat": "+"}
+        priors: dict[str, Prior] = {}
+
+    with pytest.raises(ModelError, match="capacity_loss"):
+        register(Impostor)
+    assert before == REGISTRY
+    assert REGISTRY["capacity_loss"] is not Impostor
+
+
+@pytest.mark.parametrize("priors", [
+    pytest.param({"log_capacity_loss": Prior("HalfNormal", {"sigma": 1.0})}, id="missing"),
+    pytest.param({**REGISTRY["capacity_loss"].priors,
+                  "log_laod": Prior("HalfNormal", {"sigma": 1.0})}, id="unexpected"),
+    pytest.param({}, id="empty"),
+])
+def test_wrong_prior_keys_raise_model_error(priors: dict[str, Prior]) -> None:
+    with pytest.raises(ModelError, match="capacity_loss: priors must be exactly"):
+        REGISTRY["capacity_loss"](priors=priors)
+
+
+def test_model_error_belongs_to_the_package_hierarchy() -> None:
+    from latentcause.errors import LatentCauseError
+
+    assert issubclass(ModelError, LatentCauseError)
+    assert issubclass(ModelError, RuntimeError)
+
+
+def test_signature_naming_an_unknown_row_raises() -> None:
+    class Typo(Mechanism):
+        name = "typo_not_registered"
+        summary = "signature names a row the models do not have"
+        hidden_state = ()
+        signature = {"latency": "+"}
+        priors: dict[str, Prior] = {}
+
+    with pytest.raises(ModelError, match="unknown rows"):
+        Typo()
+    assert "typo_not_registered" not in REGISTRY
+
+
+def test_unknown_prior_distribution_raises_model_error() -> None:
+    with pm.Model(), pytest.raises(ModelError, match="NoSuchDist"):
+        Prior("NoSuchDist", {"sigma": 1.0}).build("x")
+
+
+def test_config_sha256_is_stable_and_follows_the_priors() -> None:
+    cls = REGISTRY["capacity_loss"]
+    a, b = cls(), cls(priors=dict(cls.priors))
+    assert a.config() == b.config()
+    assert a.config_sha256() == b.config_sha256()
+    assert len(a.config_sha256()) == 64
+    json.dumps(a.config())  # serialisable
+
+    changed = cls(priors={**cls.priors, "rho0": Prior("Beta", {"alpha": 2.0, "beta": 5.0})})
+    assert changed.config_sha256() != a.config_sha256()
+    renamed_dist = cls(priors={**cls.priors, "rho0": Prior("Kumaraswamy", {"a": 2.0, "b": 4.0})})
+    assert renamed_dist.config_sha256() != a.config_sha256()
+    # A prior's description is not part of the configuration.
+    reworded = cls(priors={**cls.priors, "rho0": dataclasses.replace(cls.priors["rho0"],
+                                                                     meaning="reworded")})
+    assert reworded.config_sha256() == a.config_sha256()
+
+    hashes = {n: REGISTRY[n]().config_sha256() for n in ROLES}
+    assert len(set(hashes.values())) == len(ROLES)  # distinct per mechanism
+    assert config_sha256() == config_sha256()
+
+
+def test_config_sha256_is_the_same_in_another_process() -> None:
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    code = ("from latentcause.models import REGISTRY, config_sha256; "
+            "print(config_sha256()); print(REGISTRY['traffic_surge']().config_sha256())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True, timeout=120)
+    lib, mech = out.stdout.split()
+    assert lib == config_sha256()
+    assert mech == REGISTRY["traffic_surge"]().config_sha256()
+
+
+def test_mechanisms_command_lists_hidden_state_and_signature() -> None:
+    exe = ROOT / ".venv" / "bin" / "latentcause"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "latentcause.cli"]
+    out = subprocess.run([*cmd, "mechanisms"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    heads = {line.split()[0]: i for i, line in enumerate(lines) if line and not line[0].isspace()}
+    for name in VOCABULARY:
+        assert name in heads, f"{name} missing from `latentcause mechanisms`"
+        block = lines[heads[name] + 1: heads[name] + 5]
+        mech = REGISTRY[name]()
+        hidden = next(ln for ln in block if ln.strip().startswith("hidden state:"))
+        for h in mech.hidden_state:
+            assert h in hidden, (name, h)
+        sig = next(ln for ln in block if ln.strip().startswith("signature:"))
+        cells = sig.split(":", 1)[1].split()
+        assert cells == [f"{r}{d}" for r, d in mech.signature.items()], name
+    assert out.stderr == ""
+
+
+# --------------------------------------------------------------------------------------------
+# Effects at chosen parameters (Python-mode functions, no C compilation)
+
+
+@cache
+def effect_fn(name: str) -> Callable[..., tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """``f(**params, err_base=0.01) -> (rows (len(ROWS), T), hidden)`` on the mid-grid onset."""
+    mech = REGISTRY[name]()
+    params = {k: pt.dscalar(k) for k in mech.priors}
+    step, elapsed, err_base = pt.dvector("step"), pt.dvector("elapsed"), pt.dscalar("err_base")
+    eff = mech.effects(params, Drivers(step=step, elapsed=elapsed, err_base=err_base))
+    ones = pt.ones_like(step)
+    rows = pt.stack([eff.rows.get(r, 0.0 * step) * ones for r in ROWS])
+    hidden_names = list(eff.hidden)
+    fn = pytensor.function([*params.values(), step, elapsed, err_base],
+                           [rows, *(eff.hidden[h] * ones for h in hidden_names)],
+                           on_unused_input="ignore", **FAST)
+
+    def evaluate(err_base: float = 0.01, **kw: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        rows_v, *hid = fn(*(float(kw[k]) for k in mech.priors), STEP, ELAPSED, err_base)
+        return np.asarray(rows_v), dict(zip(hidden_names, map(np.asarray, hid), strict=True))
+
+    evaluate.hidden = hidden_names  # type: ignore[attr-defined]
+    return evaluate
+
+
+def post(rows: np.ndarray, row: str) -> np.ndarray:
+    return rows[R[row], POST]
+
+
+def test_declared_hidden_state_is_computed_by_the_effects() -> None:
+    for name in ROLES:
+        computed = set(effect_fn(name).hidden)  # type: ignore[attr-defined]
+        assert set(REGISTRY[name].hidden_state) <= computed, name
+
+
+def test_traffic_surge_latency_follows_the_queueing_curve() -> None:
+    f = effect_fn("traffic_surge")
+    rho0 = 0.3
+    loads = np.linspace(1.0, 0.8 / rho0, 12)          # utilisation 0.3 .. 0.8, unsaturated
+    lat, rps = [], []
+    for load in loads:
+        rows, hidden = f(log_load=np.log(load), rho0=rho0, sat_err=1.0)
+        assert np.allclose(rows[:, PRE], 0.0, atol=1e-9)
+        assert np.allclose(hidden["utilisation"][POST], rho0 * load, rtol=1e-6)
+        lat.append(post(rows, "lat").mean())
+        rps.append(post(rows, "rps").mean())
+        assert np.allclose(post(rows, "cpu"), post(rows, "rps"))    # cpu follows served work
+        assert np.allclose(post(rows, "lat_tail"), post(rows, "lat"))
+    rho = rho0 * loads
+    # Relative latency (1 - rho0) / (1 - rho): 1 + rho / (1 - rho) up to the baseline's factor.
+    assert np.allclose(np.exp(lat), (1 - rho0) / (1 - rho), rtol=0.01)
+    # All offered load is served (the smooth min with capacity costs ~1 % at rho = 0.8).
+    assert np.allclose(rps, np.log(loads), atol=0.02)
+    ratio = np.exp(lat)
+    assert np.all(np.diff(ratio) > 0)                               # more load, more latency
+    assert np.all(np.diff(ratio, 2) > 0)                            # convex in load
+
+
+def test_traffic_surge_past_saturation_backlog_grows_and_errors_appear() -> None:
+    f = effect_fn("traffic_surge")
+    rows, hidden = f(log_load=np.log(1.5 / 0.5), rho0=0.5, sat_err=2.0)  # rho = 1.5
+    lat = post(rows, "lat")
+    assert np.all(np.diff(lat) > 0)                                  # backlog grows with time
+    assert lat[0] > -np.log1p(-RHO_MAX) + np.log1p(-0.5) - 0.05     # at least the capped curve
+    assert np.allclose(post(rows, "rps"), np.log(1 / 0.5), atol=0.1)  # served capped at capacity
+    assert np.all(post(rows, "err") > 1.5)
+    assert np.all(hidden["error_ratio"][POST] > 0.05)
+
+
+def test_capacity_loss_raises_latency_at_unchanged_rate() -> None:
+    f = effect_fn("capacity_loss")
+    rho0 = 0.3
+    losses = np.linspace(0.05, np.log(0.8 / rho0), 10)               # rho up to 0.8
+    lat = []
+    for loss in losses:
+        rows, hidden = f(log_capacity_loss=loss, cpu_shift=0.0, rho0=rho0, sat_err=1.0)
+        assert np.allclose(rows[:, PRE], 0.0, atol=1e-9)
+        assert np.all(np.abs(post(rows, "rps")) < 0.02), loss       # same load served
+        assert np.all(np.abs(post(rows, "err")) < 0.05), loss       # timeouts only past rho = 1
+        cap = np.exp(-loss)
+        assert np.allclose(hidden["utilisation"][POST], rho0 / cap)
+        assert np.allclose(np.exp(post(rows, "lat")), (1 - rho0) / (cap * (1 - rho0 / cap)),
+                           rtol=0.01)
+        lat.append(post(rows, "lat").mean())
+    assert np.all(np.diff(lat) > 0) and lat[0] > 0
+    # A hog raises cpu, throttling lowers it: the sign is the parameter's.
+    up, _ = f(log_capacity_loss=0.5, cpu_shift=0.4, rho0=rho0, sat_err=1.0)
+    down, _ = f(log_capacity_loss=0.5, cpu_shift=-0.4, rho0=rho0, sat_err=1.0)
+    assert np.all(post(up, "cpu") > 0) and np.all(post(down, "cpu") < 0)
+
+
+def test_same_utilisation_same_queueing_delay_from_either_cause() -> None:
+    """Surge and capacity loss climb one curve: at equal rho, latency differs by 1/capacity."""
+    rho0, factor = 0.3, 2.0
+    surge, _ = effect_fn("traffic_surge")(log_load=np.log(factor), rho0=rho0, sat_err=1.0)
+    loss, _ = effect_fn("capacity_loss")(log_capacity_loss=np.log(factor), cpu_shift=0.0,
+                                         rho0=rho0, sat_err=1.0)
+    assert np.allclose(post(loss, "lat") - post(surge, "lat"), np.log(factor), atol=0.01)
+    assert post(surge, "rps").mean() > 0.5 > abs(post(loss, "rps").mean())
+
+
+def test_service_slowdown_leaves_cpu_and_rate_flat() -> None:
+    rows, hidden = effect_fn("service_slowdown")(log_slowdown=1.2, rho0=0.3)
+    for r in ("cpu", "rps", "err", "mem"):
+        assert np.all(rows[R[r]] == 0.0), r
+    assert np.allclose(post(rows, "lat"), 1.2)
+    assert np.allclose(rows[:, PRE], 0.0)
+    assert np.allclose(hidden["latency_ratio"][POST], np.exp(1.2))
+
+
+def test_error_fault_raises_errors_with_latency_flat_or_lower() -> None:
+    f = effect_fn("error_fault")
+    for fast_fail in (0.0, 0.3):
+        rows, hidden = f(err_rise=3.0, fast_fail=fast_fail, cpu_shift=0.0, err_base=0.01)
+        assert np.allclose(post(rows, "err"), 3.0)
+        assert np.all(post(rows, "lat") <= 0.0) and np.all(post(rows, "lat_tail") <= 0.0)
+        assert np.all(rows[R["rps"]] == 0.0)
+        p = hidden["error_ratio"][POST]
+        assert np.allclose(p, special.expit(special.logit(0.01) + 3.0))
+    assert np.allclose(rows[:, PRE], 0.0)
+
+
+def test_memory_leak_raises_memory_as_step_and_ramp() -> None:
+    f = effect_fn("memory_leak")
+    kw = {"gc_cpu": 0.0, "gc_latency": 0.0, "restart_rate": 0.0, "churn": 0.0}
+    ramp, _ = f(mem_step=0.0, mem_slope=0.8, **kw)
+    assert np.all(np.diff(post(ramp, "mem")) > 0)
+    assert post(ramp, "mem")[-1] == pytest.approx(0.8 * ELAPSED[-1])
+    stepped, hidden = f(mem_step=0.5, mem_slope=0.0, **kw)
+    assert np.allclose(post(stepped, "mem"), 0.5)
+    assert np.allclose(hidden["memory_ratio"][POST], np.exp(0.5))
+    for rows in (ramp, stepped):
+        assert np.allclose(rows[:, PRE], 0.0)
+        assert np.all(rows[R["rps"]] == 0.0) and np.all(rows[R["err"]] == 0.0)
+    restarts, _ = f(mem_step=0.5, mem_slope=0.5, gc_cpu=0.0, gc_latency=0.0, restart_rate=1.0,
+                    churn=0.0)
+    assert np.all(np.diff(post(restarts, "restarts")) > 0)
+
+
+def test_retry_storm_stays_overloaded_after_the_trigger_decays() -> None:
+    f = effect_fn("retry_storm")
+    kw = {"err_rise": 3.5, "trigger": 1.0, "trigger_len": 0.08, "rho0": 0.2, "sat_err": 1.0}
+    storm, hidden = f(retries=3.0, **kw)
+    alone, _ = f(retries=1e-6, **kw)  # the same trigger burst with no retries
+    late = slice(N_TIME - 3, N_TIME)  # elapsed near 1: the burst is down to exp(-11)
+    assert ELAPSED[late].min() > 0.9
+    # Without retries, rate returns to baseline once the burst has decayed.
+    assert np.all(np.abs(alone[R["rps"], late]) < 0.01)
+    assert alone[R["rps"], ONSET] > 0.5
+    # With retries the rate and errors stay up: a sustained state, the amplification's.
+    amp = hidden["amplification"][late]
+    assert np.all(amp > 0.5)
+    assert np.allclose(storm[R["rps"], late], -np.log1p(-amp) + np.log1p(-3.0 * 0.01),
+                       atol=0.03)
+    assert np.all(storm[R["rps"], late] > 0.5)
+    assert np.all(storm[R["err"], late] >= 3.5)
+    assert np.all(storm[R["lat"], late] > 0.1)
+    assert np.all(hidden["error_ratio"][late] > 0.05)
+    assert np.allclose(storm[:, PRE], 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Prior-predictive signatures of the whole model (builder + mechanism)
+
+#: For "+"/"-": share of prior draws that must move that way; for "0": share that must stay
+#: within normal variation (|change| < DRIFT_SD).
+SIGN_SHARE = 0.9
+FLAT_SHARE = 0.8
+N_PRIOR = 400
+
+
+@cache
+def prior_change(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Prior draws of the mechanism's effect: post-onset minus pre-onset mean, and pre-onset.
+
+    ``baseline`` and ``drift`` (normal variation) are fixed at zero with ``pm.do``, so ``mu``
+    is the mechanism's effect alone.
+    """
+    model = build_model(REGISTRY[name](), N_TIME)
+    set_component(model, _drivers_input())
+    zeros = np.zeros(len(ROWS))
+    effect_only = pm.do(model, {"baseline": zeros, "drift": zeros})
+    pp = pm.sample_prior_predictive(draws=N_PRIOR, model=effect_only, var_names=["mu"],
+                                    random_seed=SEED, compile_kwargs=FAST)
+    mu = pp.prior["mu"].values[0]                                   # (draws, rows, T)
+    return mu[:, :, POST].mean(-1) - mu[:, :, PRE].mean(-1), mu[:, :, PRE]
+
+
+@pytest.mark.parametrize("name", ROLES)
+def test_prior_predictive_shows_the_signature(name: str) -> None:
+    change, pre = prior_change(name)
+    assert np.all(np.isfinite(change))
+    assert np.abs(pre).max() < 1e-6, "the mechanism moves a row before the onset"
+    problems = []
+    for row, direction in REGISTRY[name].signature.items():
+        c = change[:, R[row]]
+        if direction == "+":
+            share = np.mean(c > 0)
+            ok = share >= SIGN_SHARE
+        elif direction == "-":
+            share = np.mean(c < 0)
+            ok = share >= SIGN_SHARE
+        elif direction == "0":
+            share = np.mean(np.abs(c) < DRIFT_SD)
+            ok = share >= FLAT_SHARE
+        else:
+            continue
+        if not ok:
+            problems.append(f"{row}{direction}: share {share:.2f}, median change "
+                            f"{np.median(c):+.3f}")
+    assert not problems, f"{name}: " + "; ".join(problems)
+
+
+@pytest.mark.parametrize("name", MECHANISMS)
+def test_prior_predictive_root_moves_beyond_normal_variation(name: str) -> None:
+    """Every root mechanism's characteristic row moves more than drift usually does."""
+    main = {"traffic_surge": "rps", "capacity_loss": "lat", "service_slowdown": "lat",
+            "error_fault": "err", "memory_leak": "mem", "retry_storm": "err"}[name]
+    change, _ = prior_change(name)
+    assert np.median(np.abs(change[:, R[main]])) > DRIFT_SD
+
+
+def test_none_moves_nothing() -> None:
+    change, pre = prior_change("none")
+    assert np.all(change == 0.0) and np.all(pre == 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Finite log density and gradient on real and simulated incidents
+
+
+def _simulate(out: Path, mechanism: str, component: str, seed: int) -> None:
+    res = CliRunner().invoke(app, ["simulate", "--mechanism", mechanism, "--component",
+                                   component, "--out", str(out), "--seed", str(seed)])
+    assert res.exit_code == 0, res.output
+
+
+@pytest.fixture(scope="session")
+def incidents(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Grid]:
+    """Incidents on the grid: simulated, bundled examples, one sock-shop incident."""
+    base = tmp_path_factory.mktemp("incidents")
+    paths: dict[str, Path] = {}
+    for mechanism, component, seed in (("capacity_loss", "carts", 3), ("retry_storm", "orders", 4)):
+        out = base / f"{mechanism}-{component}"
+        _simulate(out, mechanism, component, seed)
+        paths[f"simulated-{mechanism}"] = out
+    for example in sorted((ROOT / "examples").glob("*/metrics.csv")):
+        paths[f"example-{example.parent.name}"] = example.parent
+    sockshop = SOCKSHOP / "carts-cpu" / "1"
+    if sockshop.is_dir():
+        paths["sockshop-carts-cpu-1"] = sockshop
+    grids = {name: make_grid(read_input(p)) for name, p in paths.items()}
+    # The same simulated incident with the onset left to inference: many candidates.
+    obs = read_input(paths["simulated-retry_storm"])
+    grids["simulated-unknown-onset"] = make_grid(dataclasses.replace(obs, onset=None,
+                                                                     onset_source=None))
+    return grids
+
+
+def test_incidents_cover_the_sources(incidents: dict[str, Grid]) -> None:
+    if not (SOCKSHOP / "carts-cpu" / "1").is_dir():
+        pytest.skip("the shared sock-shop datasets are absent")
+    assert "sockshop-carts-cpu-1" in incidents
+    grid = incidents["sockshop-carts-cpu-1"]
+    assert grid.onset_known
+    assert "carts" in [c.name for c in grid.components]
+
+
+def _inputs(grid: Grid) -> list[tuple[str, ComponentInput]]:
+    ks = sorted({0, len(grid.candidates) // 2, len(grid.candidates) - 1})
+    return [(f"{comp.name}@{k}", ComponentInput(
+                y=comp.y, mask=comp.mask, scale=comp.scale, step=grid.candidates[k].step,
+                elapsed=grid.candidates[k].elapsed, err_base=comp.err_base))
+            for comp in grid.components for k in ks]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_finite_logp_and_gradient_at_start_points(role: str, incidents: dict[str, Grid]) -> None:
+    f = fitter(role, N_TIME)
+    bad = []
+    checked = 0
+    for name, grid in incidents.items():
+        for label, data in _inputs(grid):
+            set_component(f.model, data)
+            for i, x in enumerate([f._x0, *f._starts(data)]):
+                lp, grad, mu, sigma = f._fn(x)
+                checked += 1
+                if not (np.isfinite(lp) and np.all(np.isfinite(grad))
+                        and np.all(np.isfinite(mu)) and np.all(np.asarray(sigma) > 0)):
+                    bad.append(f"{name}/{label}/start{i}: logp {float(lp):.3g}")
+    assert checked > 50
+    assert not bad, f"{role}: non-finite logp or gradient at\n" + "\n".join(bad[:20])
+
+
+def test_masked_samples_do_not_enter_the_likelihood() -> None:
+    f = fitter("capacity_loss", N_TIME)
+    rng = np.random.default_rng(SEED)
+    y = rng.normal(0, 1, (len(ROWS), N_TIME))
+    mask = _row_set(OBSERVED)
+    set_component(f.model, _drivers_input(y=y * mask, mask=mask))
+    lp = f.logp(f._x0)
+    set_component(f.model, _drivers_input(y=np.where(mask > 0, y, 1e3), mask=mask))
+    assert f.logp(f._x0) == pytest.approx(lp, rel=1e-12)
+    mask2 = mask.copy()
+    mask2[R["lat"], :5] = 0.0
+    set_component(f.model, _drivers_input(y=y * mask2, mask=mask2))
+    assert f.logp(f._x0) != pytest.approx(lp, rel=1e-9)
+
+
+def test_student_t_density_matches_scipy() -> None:
+    y, mu, sigma = pt.dvector("y"), pt.dvector("mu"), pt.dvector("sigma")
+    fn = pytensor.function([y, mu, sigma], _student_t_logp(y, mu, sigma), **FAST)
+    rng = np.random.default_rng(SEED)
+    yv, muv, sv = rng.normal(0, 3, 50), rng.normal(0, 1, 50), rng.uniform(0.1, 3, 50)
+    assert np.allclose(fn(yv, muv, sv), stats.t.logpdf(yv, df=NU, loc=muv, scale=sv))
+
+
+# --------------------------------------------------------------------------------------------
+# Slow tier: recovery and calibration on data simulated from the model itself
+
+MAGNITUDE = {"capacity_loss": "log_capacity_loss", "traffic_surge": "log_load"}
+
+
+def _simulate_from_model(role: str, draws: int, seed: int,
+                         fixed: dict[str, float] | None = None
+                         ) -> tuple[np.ndarray, list[ComponentInput]]:
+    """True magnitudes and data sets drawn from ``role``'s own generative model.
+
+    Parameters come from the prior (``fixed`` ones held with ``pm.do``); ``y`` adds
+    Student-t noise of the model's own scale to ``mu`` on the sock-shop rows.
+    """
+    mech = REGISTRY[role]()
+    model = build_model(mech, N_TIME)
+    set_component(model, _drivers_input())
+    if fixed:
+        model = pm.do(model, {k: np.float64(v) for k, v in fixed.items()})
+    mag = MAGNITUDE[role]
+    names = ["mu", "sigma"] + ([] if fixed and mag in fixed else [mag])
+    pp = pm.sample_prior_predictive(draws=draws, model=model, var_names=names,
+                                    random_seed=seed, compile_kwargs=FAST).prior
+    mu, sigma = pp["mu"].values[0], pp["sigma"].values[0]
+    truth = (np.full(draws, fixed[mag]) if fixed and mag in fixed else pp[mag].values[0])
+    rng = np.random.default_rng(seed)
+    mask = _row_set(OBSERVED)
+    data = []
+    for j in range(draws):
+        y = mu[j] + sigma[j][:, None] * rng.standard_t(NU, size=mu[j].shape)
+        data.append(_drivers_input(y=y * mask, mask=mask))
+    return truth, data
+
+
+def _posterior_draws(role: str, data: ComponentInput, rng: np.random.Generator,
+                     n: int = 1500) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitude draws and normalised weights: Laplace at the MAP, corrected by importance."""
+    f = fitter(role, N_TIME)
+    fit = f.fit(data, rng)
+    df = 5.0
+    chol = np.linalg.cholesky(fit.cov * 1.2)
+    z = rng.standard_normal((n, fit.x_map.size))
+    g = rng.chisquare(df, size=n) / df
+    xs = fit.x_map + (z @ chol.T) / np.sqrt(g)[:, None]
+    logq = -0.5 * (df + fit.x_map.size) * np.log1p(np.sum(z**2, axis=1) / g / df)
+    logp = np.array([f.logp(x) for x in xs])
+    lw = logp - logq
+    w = np.exp(lw - lw.max())
+    w /= w.sum()
+    value = xs[:, f._slices[f"{MAGNITUDE[role]}_log__"]].ravel()
+    return np.exp(value), w
+
+
+def _weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
+    order = np.argsort(x)
+    cw = np.cumsum(w[order])
+    return float(x[order][np.searchsorted(cw, q)])
+
+
+RECOVERY = {
+    "capacity_loss": {"log_capacity_loss": 0.9, "rho0": 0.4, "cpu_shift": 0.6, "sat_err": 1.0},
+    "traffic_surge": {"log_load": 0.8, "rho0": 0.35, "sat_err": 1.0},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", list(RECOVERY))
+def test_recovery_laplace_importance(role: str) -> None:
+    truth, data = _simulate_from_model(role, draws=6, seed=SEED, fixed=RECOVERY[role])
+    rng = np.random.default_rng(SEED)
+    covered, errors = 0, []
+    for t, d in zip(truth, data, strict=True):
+        x, w = _posterior_draws(role, d, rng)
+        lo, med, hi = (_weighted_quantile(x, w, q) for q in (0.025, 0.5, 0.975))
+        covered += lo <= t <= hi
+        errors.append(med - t)
+    assert covered >= 5, f"95% intervals covered the truth {covered} of 6 times"
+    assert np.median(np.abs(errors)) < 0.35, errors
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*overflow encountered.*:RuntimeWarning")
+@pytest.mark.parametrize("role", list(RECOVERY))
+def test_recovery_nuts(role: str) -> None:
+    truth, data = _simulate_from_model(role, draws=1, seed=SEED + 1, fixed=RECOVERY[role])
+    model = fitter(role, N_TIME).model
+    set_component(model, data[0])
+    with model:
+        idata = pm.sample(draws=300, tune=400, chains=2, cores=1, random_seed=SEED,
+                          progressbar=False, target_accept=0.9, compute_convergence_checks=False,
+                          var_names=[MAGNITUDE[role], "rho0"])
+    x = idata.posterior[MAGNITUDE[role]].values.ravel()
+    lo, hi = np.quantile(x, [0.025, 0.975])
+    assert lo <= truth[0] <= hi
+    assert abs(np.median(x) - truth[0]) < 0.35
+    assert int(idata.sample_stats["diverging"].sum()) <= 10
+
+
+N_SBC = 50
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("role", list(RECOVERY))
+def test_simulation_based_calibration(role: str) -> None:
+    """Posterior quantiles of the true magnitude are uniform when the posterior is right.
+
+    Each replication draws all parameters from the prior, data from the model, and records
+    the weighted posterior mass below the true value (the normalised rank). A chi-square test
+    on 5 bins is loose (p > 0.001) but catches ranks piled at one or both ends.
+    """
+    truth, data = _simulate_from_model(role, draws=N_SBC, seed=SEED + 2)
+    rng = np.random.default_rng(SEED + 2)
+    u = np.empty(N_SBC)
+    for j in range(N_SBC):
+        x, w = _posterior_draws(role, data[j], rng)
+        u[j] = float(np.sum(w[x < truth[j]]))
+    counts = np.histogram(u, bins=5, range=(0.0, 1.0))[0]
+    p = stats.chisquare(counts).pvalue
+    tails = np.mean((u < 0.05) | (u > 0.95))
+    assert p > 0.001, f"{role}: SBC ranks not uniform, counts {counts.tolist()}"
+    assert tails < 0.3, f"{role}: {tails:.0%} of ranks in the outer 10%: {counts.tolist()}"
+    assert 0.3 < np.mean(u) < 0.7, f"{role}: mean rank {np.mean(u):.2f}, biased posterior"
