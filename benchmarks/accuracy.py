@@ -1,0 +1,231 @@
+"""Accuracy, calibration and speed of `latentcause analyze`, measured through the real CLI.
+
+Runs the command line on (a) the sock-shop incidents of ``../shared/datasets/sockshop-rcd``
+(ground truth in the folder names: ``cpu`` is capacity_loss, ``mem`` is memory_leak; the onset
+is the boundary between normal.csv and anomalous.csv) and (b) a suite from
+``latentcause simulate --suite N`` (truth.json per incident), then prints:
+
+- component top-1 and top-3 accuracy, (component, mechanism) top-1 accuracy;
+- expected calibration error (10 bins) and Brier score of the top probability;
+- ambiguity recall on ambiguous-by-design cases and false-alarm rate on clear ones;
+- adequacy rate (share of reports with ``adequacy.fits``);
+- median and maximum wall time per incident.
+
+Results go to a JSON Lines file, one line per incident, so an interrupted run resumes where
+it stopped (``--fresh`` starts over). Usage::
+
+    python benchmarks/accuracy.py --sockshop              # the 50 real incidents
+    python benchmarks/accuracy.py --suite 100             # 100 simulated incidents
+    python benchmarks/accuracy.py --sockshop --suite 100 --jobs 2
+
+Timing is wall time of the whole CLI process, compile cache included: run once with a fresh
+``PYTENSOR_FLAGS=base_compiledir=...`` for the cold figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SOCKSHOP = ROOT.parent / "shared" / "datasets" / "sockshop-rcd"
+CLI = str(Path(sys.executable).parent / "latentcause")
+FAULTS = {"cpu": "capacity_loss", "mem": "memory_leak"}
+
+
+def sockshop_cases(root: Path) -> list[dict[str, Any]]:
+    """One case per ``<service>-<fault>/<run>`` folder, truth from the folder name."""
+    cases = []
+    for folder in sorted(root.glob("*-*/*")):
+        if not (folder / "anomalous.csv").exists():
+            continue
+        service, fault = folder.parent.name.rsplit("-", 1)
+        truth = {"component": service, "mechanism": FAULTS[fault], "ambiguous": False,
+                 "equivalent": [{"component": service, "mechanism": FAULTS[fault]}]}
+        cases.append({"set": "sockshop", "id": f"{folder.parent.name}/{folder.name}",
+                      "input": str(folder), "truth": truth})
+    return cases
+
+
+def suite_cases(n: int, seed: int, cache: Path) -> list[dict[str, Any]]:
+    """Simulate (once, cached by size and seed) a balanced suite and list its incidents."""
+    folder = cache / f"suite-{n}-seed{seed}"
+    if not (folder / "suite.json").exists():
+        t0 = time.perf_counter()
+        subprocess.run([CLI, "simulate", "--suite", str(n), "--seed", str(seed),
+                        "--out", str(folder)], check=True, capture_output=True, text=True)
+        print(f"simulated {n} incidents in {time.perf_counter() - t0:.1f} s -> {folder}",
+              file=sys.stderr)
+    cases = []
+    for truth_file in sorted(folder.glob("*/truth.json")):
+        truth = json.loads(truth_file.read_text())
+        cases.append({"set": "simulated", "id": truth_file.parent.name,
+                      "input": str(truth_file.parent), "truth": truth})
+    return cases
+
+
+def run_case(case: dict[str, Any], seed: int, extra: list[str]) -> dict[str, Any]:
+    """Run the CLI on one case and summarise the report against the truth."""
+    with tempfile.TemporaryDirectory(prefix="lc-bench-") as tmp:
+        out = Path(tmp) / "out"
+        t0 = time.perf_counter()
+        proc = subprocess.run([CLI, "analyze", "--input", case["input"], "--out", str(out),
+                               "--seed", str(seed), "--quiet", *extra],
+                              capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            return {**case, "ok": False, "wall_s": wall,
+                    "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+        report = json.loads((out / "report.json").read_text())
+    truth = case["truth"]
+    true_c = truth["component"] if truth["mechanism"] != "none" else None
+    hyps = report["hypotheses"]
+    ranked_components: list[str | None] = []
+    for h in hyps:
+        if h["component"] not in ranked_components:
+            ranked_components.append(h["component"])
+    equivalent = {(e["component"], e["mechanism"]) for e in truth.get("equivalent") or []}
+    equivalent.add((true_c, truth["mechanism"]))
+    top = hyps[0]
+    return {
+        **case, "ok": True, "wall_s": wall,
+        "top": [top["component"], top["mechanism"]], "top_p": top["probability"],
+        "component_rank": (ranked_components.index(true_c) + 1
+                           if true_c in ranked_components else None),
+        "top1_pair": (top["component"], top["mechanism"]) == (true_c, truth["mechanism"]),
+        "top1_equivalent": (top["component"], top["mechanism"]) in equivalent,
+        "ambiguous": report["ambiguity"]["ambiguous"],
+        "credible_set_has_truth": any(
+            (c["component"], c["mechanism"]) in equivalent
+            for c in report["ambiguity"]["credible_set"]),
+        "fits": report["adequacy"]["fits"],
+        "converged": report["diagnostics"]["converged"],
+        "timing_s": report.get("timing_s"),
+    }
+
+
+def calibration(rows: list[dict[str, Any]], key: str, bins: int = 10) -> tuple[float, float]:
+    """Expected calibration error and Brier score of the top probability."""
+    p = [r["top_p"] for r in rows]
+    y = [1.0 if r[key] else 0.0 for r in rows]
+    brier = statistics.fmean((a - b) ** 2 for a, b in zip(p, y, strict=True))
+    ece = 0.0
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        idx = [i for i, v in enumerate(p) if lo <= v < hi or (b == bins - 1 and v == 1.0)]
+        if idx:
+            conf = statistics.fmean(p[i] for i in idx)
+            acc = statistics.fmean(y[i] for i in idx)
+            ece += len(idx) / len(p) * abs(conf - acc)
+    return ece, brier
+
+
+def share(rows: list[dict[str, Any]], test: Any) -> str:
+    """``k/n = x.xx`` for the rows passing ``test``."""
+    if not rows:
+        return "n/a"
+    k = sum(1 for r in rows if test(r))
+    return f"{k}/{len(rows)} = {k / len(rows):.2f}"
+
+
+def summarise(name: str, rows: list[dict[str, Any]]) -> list[str]:
+    """The benchmark's figures for one set of cases."""
+    done = [r for r in rows if r["ok"]]
+    failed = [r for r in rows if not r["ok"]]
+    lines = [f"== {name}: {len(rows)} incidents, {len(failed)} failed to run"]
+    if not done:
+        return lines
+    clear = [r for r in done if not r["truth"].get("ambiguous")]
+    ambiguous = [r for r in done if r["truth"].get("ambiguous")]
+    with_root = [r for r in done if r["truth"]["mechanism"] != "none"]
+    lines += [
+        f"component top-1          {share(with_root, lambda r: r['component_rank'] == 1)}",
+        f"component top-3          {share(with_root, lambda r: (r['component_rank'] or 99) <= 3)}",
+        f"(component, mech) top-1  {share(done, lambda r: r['top1_pair'])}",
+        f"  on clear cases         {share(clear, lambda r: r['top1_pair'])}",
+        f"truth in credible set    {share(done, lambda r: r['credible_set_has_truth'])}",
+    ]
+    ece, brier = calibration(clear or done, "top1_pair")
+    lines.append(f"calibration (clear)      ECE {ece:.3f}, Brier {brier:.3f}")
+    if ambiguous:
+        lines.append(f"ambiguity recall         {share(ambiguous, lambda r: r['ambiguous'])}")
+    lines += [
+        f"ambiguity false alarms   {share(clear, lambda r: r['ambiguous'])}",
+        f"adequacy (fits)          {share(done, lambda r: r['fits'])}",
+        f"converged                {share(done, lambda r: r['converged'])}",
+    ]
+    walls = [r["wall_s"] for r in done]
+    lines.append(f"wall time per incident   median {statistics.median(walls):.1f} s, "
+                 f"max {max(walls):.1f} s")
+    misses = [f"{r['id']}: got {r['top'][0]}/{r['top'][1]} p={r['top_p']:.2f}"
+              for r in done if not r["top1_pair"]]
+    if misses:
+        lines.append("misses: " + "; ".join(misses[:25]))
+    for r in failed:
+        lines.append(f"failed: {r['id']}: {r['error']}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; see the module docstring."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sockshop", nargs="?", const=str(SOCKSHOP), default=None,
+                    help="sock-shop dataset folder (default ../shared/datasets/sockshop-rcd)")
+    ap.add_argument("--suite", type=int, default=0, help="simulated incidents to add")
+    ap.add_argument("--suite-seed", type=int, default=2026)
+    ap.add_argument("--seed", type=int, default=0, help="--seed passed to analyze")
+    ap.add_argument("--jobs", type=int, default=1, help="CLI processes at once")
+    ap.add_argument("--limit", type=int, default=0, help="at most this many per set")
+    ap.add_argument("--results", type=Path, default=ROOT / ".cache" / "bench" / "accuracy.jsonl")
+    ap.add_argument("--fresh", action="store_true", help="ignore earlier results")
+    ap.add_argument("extra", nargs="*", help="more options for analyze, after --")
+    args = ap.parse_args(argv)
+    if not args.sockshop and not args.suite:
+        ap.error("give --sockshop and/or --suite N")
+    cases: list[dict[str, Any]] = []
+    if args.sockshop:
+        found = sockshop_cases(Path(args.sockshop))
+        cases += found[: args.limit] if args.limit else found
+    if args.suite:
+        found = suite_cases(args.suite, args.suite_seed, args.results.parent)
+        cases += found[: args.limit] if args.limit else found
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    if args.fresh and args.results.exists():
+        args.results.unlink()
+    done: dict[tuple[str, str], dict[str, Any]] = {}
+    if args.results.exists():
+        for line in args.results.read_text().splitlines():
+            row = json.loads(line)
+            done[(row["set"], row["id"])] = row
+    todo = [c for c in cases if (c["set"], c["id"]) not in done]
+    print(f"{len(cases)} incidents, {len(todo)} to run, {args.jobs} at a time", file=sys.stderr)
+    env_note = os.environ.get("PYTENSOR_FLAGS", "(default PyTensor cache)")
+    print(f"PYTENSOR_FLAGS={env_note}", file=sys.stderr)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool, args.results.open("a") as sink:
+        for i, row in enumerate(pool.map(lambda c: run_case(c, args.seed, args.extra), todo)):
+            sink.write(json.dumps(row) + "\n")
+            sink.flush()
+            done[(row["set"], row["id"])] = row
+            status = (f"top {row['top'][0]}/{row['top'][1]} p={row['top_p']:.2f}"
+                      if row["ok"] else f"FAILED {row['error']}")
+            print(f"[{i + 1}/{len(todo)}] {row['set']} {row['id']}: {status} "
+                  f"({row['wall_s']:.0f} s)", file=sys.stderr)
+    rows = [done[(c["set"], c["id"])] for c in cases]
+    for name in ("sockshop", "simulated"):
+        subset = [r for r in rows if r["set"] == name]
+        if subset:
+            print("\n".join(summarise(name, subset)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
