@@ -149,7 +149,8 @@ def _series_of(comp: ComponentGrid) -> list[tuple[str, str, str]]:
 
 def _inference_data(grid: Grid, post: Posterior, leader_i: int, k: int, kept: list[int],
                     raw: az.InferenceData, fits: dict[tuple[str, str, int], Fit],
-                    rng: np.random.Generator) -> tuple[az.InferenceData, list[tuple[str, str, str]]]:
+                    rng: np.random.Generator,
+                    ) -> tuple[az.InferenceData, list[tuple[str, str, str]]]:
     leader = post.hypotheses[leader_i]
     n_chain = raw.posterior.sizes["chain"]
     n_draw = raw.posterior.sizes["draw"]
@@ -310,7 +311,8 @@ def _ambiguity(grid: Grid, post: Posterior, kept: list[int],
 
 def _interval(x: np.ndarray) -> dict[str, Any]:
     lo, med, hi = np.quantile(x, [0.025, 0.5, 0.975])
-    return {"median": round(float(med), 4), "interval_95": [round(float(lo), 4), round(float(hi), 4)]}
+    return {"median": round(float(med), 4),
+            "interval_95": [round(float(lo), 4), round(float(hi), 4)]}
 
 
 def _trigger(grid: Grid, leader: Hypothesis, k: int, raw: az.InferenceData) -> dict[str, Any]:
@@ -376,11 +378,13 @@ def _report(obs: Observations, grid: Grid, post: Posterior, kept: list[int], lea
     half_bin = float(np.median(np.diff(grid.edges))) / 2 if not grid.onset_known else 0.0
     median = pick(0.5)
     onset = {"median": median,
-             "interval_95": [min(pick(0.025) - half_bin, median), max(pick(0.975) + half_bin, median)],
+             "interval_95": [min(pick(0.025) - half_bin, median),
+                             max(pick(0.975) + half_bin, median)],
              "source": obs.onset_source or "inferred",
              "candidates": [{"time": float(cand_t[i]), "probability": round(float(w[i]), 6)}
                             for i in idx]}
-    k_lead = kept[int(post.best_onset[order[0]])] if post.hypotheses[order[0]].component else kept[0]
+    k_lead = (kept[int(post.best_onset[order[0]])] if post.hypotheses[order[0]].component
+              else kept[0])
     start, end = obs.bounds
     top = post.hypotheses[order[0]]
     if ambiguity["ambiguous"]:
@@ -404,7 +408,8 @@ def _report(obs: Observations, grid: Grid, post: Posterior, kept: list[int], lea
         "trigger": _trigger(grid, leader, k_lead if top.component else
                             kept[int(post.best_onset[post.hypotheses.index(leader)])], raw),
         "latent_condition": _latent(raw, leader.mechanism),
-        "diagnostics": {"rhat_max": round(diag.rhat_max, 4), "ess_bulk_min": round(diag.ess_bulk_min, 1),
+        "diagnostics": {"rhat_max": round(diag.rhat_max, 4),
+                        "ess_bulk_min": round(diag.ess_bulk_min, 1),
                         "divergences": diag.divergences, "converged": diag.converged,
                         "sampler": "nuts", "chains": diag.chains, "draws": diag.draws,
                         "tune": diag.tune, "sampled_hypothesis": leader.label,

@@ -56,7 +56,8 @@ class Posterior:
         return np.argsort(-self.probability, kind="stable")
 
 
-def prior_weights(components: Sequence[str], p_none: float | None = None) -> dict[Hypothesis, float]:
+def prior_weights(components: Sequence[str],
+                  p_none: float | None = None) -> dict[Hypothesis, float]:
     """Even over mechanisms (``none`` counted as one of them), even over components."""
     n_mech = len(MECHANISMS) + 1
     p0 = 1.0 / n_mech if p_none is None else p_none

@@ -105,7 +105,8 @@ class Mechanism:
             )
         unknown = set(self.signature) - set(ROWS)
         if unknown:
-            raise ModelError(f"mechanism {self.name}: signature names unknown rows {sorted(unknown)}")
+            raise ModelError(
+                f"mechanism {self.name}: signature names unknown rows {sorted(unknown)}")
 
     def effects(self, params: Mapping[str, pt.TensorVariable], d: Drivers) -> Effects:
         """Return the per-row changes and the hidden state, given parameters and drivers."""
@@ -115,7 +116,8 @@ class Mechanism:
         """Serialisable configuration: name and priors."""
         return {
             "name": self.name,
-            "priors": {k: {"dist": p.dist, **dict(p.kwargs)} for k, p in sorted(self.priors.items())},
+            "priors": {k: {"dist": p.dist, **dict(p.kwargs)}
+                       for k, p in sorted(self.priors.items())},
         }
 
     def config_sha256(self) -> str:

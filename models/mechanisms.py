@@ -1,5 +1,7 @@
-"""The mechanism library: one class per entry of the INTERFACE.md vocabulary, plus the two
-roles a non-root component can play (``propagated`` and ``unaffected``).
+"""The mechanism library: one class per mechanism of the INTERFACE.md vocabulary.
+
+Besides the seven, ``propagated`` is the role of a non-root component that feels the root,
+and ``none`` doubles as the role of an unaffected component.
 
 Every effect is a log-ratio relative to the component's own baseline (logit difference for
 errors), so one prior serves a service at 5 rps and one at 5,000. Each physical quantity is
@@ -116,7 +118,8 @@ class CapacityLoss(Mechanism):
                  "self_time": "+"}
     priors = {
         "log_capacity_loss": Prior("HalfNormal", {"sigma": 1.0}, "log of capacity before / after"),
-        "cpu_shift": Prior("Normal", {"mu": 0.0, "sigma": 2.0}, "log cpu change (hog +, throttle -)"),
+        "cpu_shift": Prior("Normal", {"mu": 0.0, "sigma": 2.0},
+                           "log cpu change (hog +, throttle -)"),
         "rho0": _RHO0,
         "sat_err": _SAT_ERR,
     }
