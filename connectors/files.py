@@ -89,7 +89,9 @@ def _time_index(values: pd.Series, path: Path) -> np.ndarray:
     try:
         stamps = pd.to_datetime(values, utc=True)
     except (ValueError, TypeError) as exc:
-        raise LayoutError(f"{path}: the time column is neither unix seconds nor timestamps") from exc
+        raise LayoutError(
+            f"{path}: the time column is neither unix seconds nor timestamps"
+        ) from exc
     return ((stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)).to_numpy(float)
 
 

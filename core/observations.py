@@ -66,7 +66,9 @@ class Observations:
 
     def signals(self, component: str) -> list[str]:
         """Signals observed for ``component``."""
-        return [s for c, s in self.frame.columns if c == component]
+        cols = self.frame.columns
+        pairs = zip(cols.get_level_values(0), cols.get_level_values(1), strict=True)
+        return [str(s) for c, s in pairs if c == component]
 
     @property
     def times(self) -> np.ndarray:
@@ -149,15 +151,16 @@ def validate_frame(frame: pd.DataFrame, what: str) -> pd.DataFrame:
         frame = frame.groupby(level=0, sort=True).mean()
     frame = frame.apply(pd.to_numeric, errors="coerce").astype(float)
     empty = [c for c in frame.columns if frame[c].isna().all()]
+    if len(empty) == frame.shape[1]:
+        raise InputError(f"{what}: every series is empty (all NaN)")
     if empty:
         log.warning("%s: dropped %d series with no values", what, len(empty))
         frame = frame.drop(columns=empty)
-    if frame.shape[1] == 0:
-        raise InputError(f"{what}: every series is empty (all NaN)")
-    if len(frame.index) < MIN_POINTS:
-        raise WindowError(
-            f"{what}: {len(frame.index)} time points; at least {MIN_POINTS} are needed"
-        )
+    # Rows where every series is missing (scrape gaps) carry no information.
+    points = int(frame.notna().any(axis=1).sum())
+    if points < MIN_POINTS:
+        raise WindowError(f"{what}: {points} time points with values; at least {MIN_POINTS} "
+                          "are needed")
     varying = [c for c in frame.columns if frame[c].nunique(dropna=True) > 1]
     if not varying:
         raise InputError(f"{what}: every series is constant; there is nothing to explain")
