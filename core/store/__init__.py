@@ -43,7 +43,12 @@ from latentcause.store._spec import (
     source_sha256,
     spec_sha256,
 )
-from latentcause.store._stamp import ModelIdentity, current_identity, stale_reasons
+from latentcause.store._stamp import (
+    IdentitySource,
+    ModelIdentity,
+    current_identity,
+    stale_reasons,
+)
 from latentcause.store._worker import run_incident
 
 __all__ = [
@@ -53,6 +58,7 @@ __all__ = [
     "TIMING_FIELDS",
     "Executor",
     "FileSource",
+    "IdentitySource",
     "IncidentSpec",
     "ModelIdentity",
     "Outcome",

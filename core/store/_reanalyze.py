@@ -10,6 +10,7 @@ incident does not stop the others, it makes the run's exit status 1.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -30,7 +31,7 @@ from latentcause.store._changes import DEFAULT_THRESHOLD
 from latentcause.store._executors import open_executor
 from latentcause.store._layout import Store, StoredResult
 from latentcause.store._spec import IncidentSpec, PrometheusSource
-from latentcause.store._stamp import ModelIdentity, current_identity, stale_reasons, utc_now
+from latentcause.store._stamp import IdentitySource, current_identity, stale_reasons, utc_now
 from latentcause.store._worker import run_incident
 
 __all__ = [
@@ -165,7 +166,7 @@ def incident_time(spec: IncidentSpec, latest: StoredResult | None) -> float | No
 def plan(
     store: Store,
     *,
-    identity: ModelIdentity,
+    identity: IdentitySource,
     select_all: bool = False,
     since: float | None = None,
     ids: Sequence[str] = (),
@@ -248,7 +249,7 @@ def reanalyze(
     reporter = reporter or _Silent()
     run_id = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
     t0 = time.monotonic()
-    identity = current_identity()
+    identity = functools.cache(current_identity)  # imports the engine: only if a result exists
     items, invalid = plan(store, identity=identity, select_all=select_all, since=since, ids=ids)
     forced = bool(select_all or since is not None or ids)
     summary = ReanalysisSummary(run_id, items, [])
@@ -279,7 +280,7 @@ class _Run:
     """State of one run: the locks it holds and how to commit what comes back."""
 
     def __init__(self, store: Store, summary: ReanalysisSummary, reporter: Reporter,
-                 identity: ModelIdentity, run_id: str, threshold: float, attach: bool,
+                 identity: IdentitySource, run_id: str, threshold: float, attach: bool,
                  wait: bool, return_artefacts: bool) -> None:
         self.store, self.summary, self.reporter = store, summary, reporter
         self.identity, self.run_id, self.threshold = identity, run_id, threshold
@@ -410,7 +411,7 @@ def _attach_function() -> Any:
 
 
 def incident_stale_reasons(spec: IncidentSpec, latest: StoredResult | None,
-                           identity: ModelIdentity) -> list[str]:
+                           identity: IdentitySource) -> list[str]:
     """Return why an incident's latest result no longer stands (empty: it is fresh)."""
     stamp: dict[str, Any] | None = None
     if latest is not None:

@@ -10,7 +10,7 @@ or its spec changed, or when it has no result yet.
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +20,7 @@ from latentcause.store._spec import IncidentSpec, source_sha256, spec_sha256
 
 __all__ = [
     "STAMP_NAME",
+    "IdentitySource",
     "ModelIdentity",
     "current_identity",
     "make_stamp",
@@ -43,6 +44,11 @@ class ModelIdentity:
     latentcause_version: str
     model_version: str | None
     model_config_sha256: str | None
+
+
+#: A model identity, or how to get one: ``current_identity`` imports the engine (seconds), so
+#: staleness checks take the function and call it only when there is a result to judge.
+IdentitySource = ModelIdentity | Callable[[], ModelIdentity]
 
 
 def current_identity() -> ModelIdentity:
@@ -93,14 +99,17 @@ def make_stamp(
 def stale_reasons(
     spec: IncidentSpec,
     stamp: Mapping[str, Any] | None,
-    identity: ModelIdentity,
+    identity: IdentitySource,
 ) -> list[str]:
     """Why ``spec``'s latest result (``stamp``) no longer stands; empty when it is fresh.
 
     Unreadable input counts as stale (with the reason), so the rerun reports the real error.
+    ``identity`` may be a function returning it, called only when there is a stamp.
     """
     if stamp is None:
         return ["no result yet"]
+    if callable(identity):
+        identity = identity()
     reasons: list[str] = []
     for key, what in (("model_version", "model version"),
                       ("model_config_sha256", "model config")):

@@ -308,7 +308,7 @@ def _incident_row(incident_id: str, st: Any) -> dict[str, Any]:
         if lead is not None:
             row["leader"] = lead
             row["leader_text"] = f"{hypothesis_label(lead)} (p = {lead['probability']:.2f})"
-    reasons = incident_stale_reasons(spec, latest, _identity())
+    reasons = incident_stale_reasons(spec, latest, _identity)
     row["stale"], row["stale_reasons"] = bool(reasons), reasons
     return row
 
