@@ -25,6 +25,7 @@ Timing is wall time of the whole CLI process, compile cache included: run once w
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import statistics
@@ -185,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="--seed passed to analyze")
     ap.add_argument("--jobs", type=int, default=1, help="CLI processes at once")
     ap.add_argument("--limit", type=int, default=0, help="at most this many per set")
+    ap.add_argument("--match", default="*", help="only incidents whose id matches this glob")
     ap.add_argument("--results", type=Path, default=ROOT / ".cache" / "bench" / "accuracy.jsonl")
     ap.add_argument("--fresh", action="store_true", help="ignore earlier results")
     ap.add_argument("extra", nargs="*", help="more options for analyze, after --")
@@ -198,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite:
         found = suite_cases(args.suite, args.suite_seed, args.results.parent)
         cases += found[: args.limit] if args.limit else found
+    cases = [c for c in cases if fnmatch.fnmatch(c["id"], args.match)]
     args.results.parent.mkdir(parents=True, exist_ok=True)
     if args.fresh and args.results.exists():
         args.results.unlink()

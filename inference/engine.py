@@ -25,6 +25,7 @@ from latentcause.inference.evidence import Fit, fitter
 from latentcause.inference.grid import N_TIME, ComponentGrid, Grid, make_grid
 from latentcause.inference.hypotheses import Hypothesis, Posterior, combine, prior_weights
 from latentcause.inference.onset import screen_candidates
+from latentcause.inference.pool import default_workers, map_tasks
 from latentcause.inference.sampling import Diagnostics, sampler
 from latentcause.models import (
     MODEL_VERSION,
@@ -67,8 +68,12 @@ def _input(comp: ComponentGrid, grid: Grid, k: int) -> ComponentInput:
 
 
 def analyze(obs: Observations, *, seed: int = 0, draws: int = 500, chains: int = 2,
-            p_none: float | None = None, progress: Progress | None = None) -> AnalysisResult:
+            p_none: float | None = None, progress: Progress | None = None,
+            workers: int | None = None) -> AnalysisResult:
     """Analyse one incident; the same seed and observations give the same report.
+
+    ``workers`` processes share the evidence fits (default: the usable cores, at most 4, or
+    ``LATENTCAUSE_WORKERS``); the report does not depend on it.
 
     BLAS is held to one thread: the work is thousands of tiny linear-algebra calls, for which
     a multi-threaded BLAS spends more time waking threads than computing (measured: 4.5 ms
@@ -76,11 +81,11 @@ def analyze(obs: Observations, *, seed: int = 0, draws: int = 500, chains: int =
     """
     with threadpool_limits(limits=1):
         return _analyze(obs, seed=seed, draws=draws, chains=chains, p_none=p_none,
-                        progress=progress)
+                        progress=progress, workers=workers)
 
 
 def _analyze(obs: Observations, *, seed: int, draws: int, chains: int, p_none: float | None,
-             progress: Progress | None) -> AnalysisResult:
+             progress: Progress | None, workers: int | None) -> AnalysisResult:
     t0 = time.perf_counter()
     say = progress or (lambda msg, frac: log.info("%3.0f%% %s", 100 * frac, msg))
     grid = make_grid(obs)
@@ -89,17 +94,30 @@ def _analyze(obs: Observations, *, seed: int, draws: int, chains: int, p_none: f
     onset_prior = np.array([grid.candidates[k].prior for k in kept])
     onset_prior = onset_prior / onset_prior.sum()
 
-    fits: dict[tuple[str, str, int], Fit] = {}
+    say("compiling the mechanism models (cached after the first run)", 0.0)
+    for role in ROLES:
+        fitter(role, N_TIME)
+    # Every (component, role, onset) fit; nothing moves at the onset under none.
+    tasks = [(c_i, r_i, k) for r_i, role in enumerate(ROLES)
+             for c_i in range(len(grid.components))
+             for k in (kept[:1] if role == "none" else kept)]
+    n_workers = default_workers() if workers is None else workers
+    say(f"evidence: {len(tasks)} fits of {len(ROLES)} roles on {n_workers} cores", 0.05)
+
+    def fit_one(task: tuple[int, int, int]) -> Fit:
+        c_i, r_i, k = task
+        rng = np.random.default_rng([seed, c_i, r_i, k])
+        return fitter(ROLES[r_i], N_TIME).fit(_input(grid.components[c_i], grid, k), rng)
+
+    results = map_tasks(fit_one, tasks, n_workers)
+    fits: dict[tuple[str, str, int], Fit] = {
+        (grid.components[c_i].name, ROLES[r_i], k): fit
+        for (c_i, r_i, k), fit in zip(tasks, results, strict=True)}
     log_e: dict[tuple[str, str], np.ndarray] = {}
     log_se: dict[tuple[str, str], np.ndarray] = {}
-    for r_i, role in enumerate(ROLES):
-        say(f"evidence: {role}", r_i / (len(ROLES) + 2))
-        f = fitter(role, N_TIME)
-        for c_i, comp in enumerate(grid.components):
-            ks = kept[:1] if role == "none" else kept  # nothing moves at the onset under none
-            for k in ks:
-                rng = np.random.default_rng([seed, c_i, r_i, k])
-                fits[(comp.name, role, k)] = f.fit(_input(comp, grid, k), rng)
+    for role in ROLES:
+        ks = kept[:1] if role == "none" else kept
+        for comp in grid.components:
             vals = [fits[(comp.name, role, ks[0] if role == "none" else k)] for k in kept]
             log_e[(comp.name, role)] = np.array([v.log_evidence for v in vals])
             log_se[(comp.name, role)] = np.array([min(v.stderr, 5.0) for v in vals])
@@ -155,7 +173,7 @@ def _inference_data(grid: Grid, post: Posterior, leader_i: int, k: int, kept: li
     n_chain = raw.posterior.sizes["chain"]
     n_draw = raw.posterior.sizes["draw"]
     mu_root = raw.posterior["mu"].to_numpy()        # chain, draw, row, time
-    sigma_root = raw.posterior["sigma"].to_numpy()  # chain, draw, row
+    sigma_root = raw.posterior["sigma_t"].to_numpy()  # chain, draw, row, time
     labels: list[tuple[str, str, str]] = []
     pred: list[np.ndarray] = []
     obs_y: list[np.ndarray] = []
@@ -168,10 +186,10 @@ def _inference_data(grid: Grid, post: Posterior, leader_i: int, k: int, kept: li
             fit = fits[(comp.name, role, k if role != "none" else kept[0])]
             mu, sigma = _laplace_predict(role, fit, n_chain * n_draw, rng)
             mu = mu.reshape(n_chain, n_draw, *mu.shape[1:])
-            sigma = sigma.reshape(n_chain, n_draw, -1)
+            sigma = sigma.reshape(n_chain, n_draw, *sigma.shape[1:])
         for label, row, _signal in _series_of(comp):
             r = ROWS.index(row)
-            noise = rng.standard_t(NU, size=mu[:, :, r, :].shape) * sigma[:, :, r, None]
+            noise = rng.standard_t(NU, size=mu[:, :, r, :].shape) * sigma[:, :, r, :]
             pred.append(comp.to_data_units(row, mu[:, :, r, :] + noise))
             y = np.where(comp.mask[r] > 0, comp.to_data_units(row, comp.y[r]), np.nan)
             obs_y.append(y)
@@ -179,7 +197,7 @@ def _inference_data(grid: Grid, post: Posterior, leader_i: int, k: int, kept: li
             comp_of.append(comp.name)
     series = [lab for lab, _, _ in labels]
     posterior = {name: raw.posterior[name].to_numpy() for name in raw.posterior.data_vars
-                 if name not in ("mu", "sigma", "baseline", "noise_log", "drift")}
+                 if name not in ("mu", "sigma", "sigma_t", "baseline", "noise_log", "drift")}
     dims = {name: ["time"] for name, v in posterior.items() if v.ndim == 3}
     hyps = [h.label for h in post.hypotheses]
     cands = [grid.candidates[i].time for i in kept]
@@ -280,8 +298,7 @@ def _ambiguity(grid: Grid, post: Posterior, kept: list[int],
             mu, _ = _laplace_predict(role, fit, 48, rng)
             after = grid.candidates[k].step > 0.5
             r = ROWS.index(row)
-            base = grid.component(comp).scale[r] * fit.x_map[r] if False else 0.0
-            simulated[key] = mu[:, r, after].mean(axis=1) - mu[:, r, ~after].mean(axis=1) - base
+            simulated[key] = mu[:, r, after].mean(axis=1) - mu[:, r, ~after].mean(axis=1)
         return simulated[key]
 
     discriminating: list[dict[str, object]] = []

@@ -45,7 +45,7 @@ class Fit:
     x_map: np.ndarray
     cov: np.ndarray
     mu: np.ndarray         # predicted rows at the MAP (len(ROWS), T)
-    sigma: np.ndarray      # noise scale per row at the MAP
+    sigma: np.ndarray      # noise scale per row and bin at the MAP (len(ROWS), T)
     ess: float             # effective sample size of the importance weights
 
 
@@ -61,7 +61,7 @@ class RoleFitter:
         grads = pt.grad(logp, value_vars)
         grad = pt.concatenate([g.ravel() for g in grads])
         # Deterministics are graphs of the random variables; evaluate them at the values.
-        mu, sigma = self.model.replace_rvs_by_values([self.model["mu"], self.model["sigma"]])
+        mu, sigma = self.model.replace_rvs_by_values([self.model["mu"], self.model["sigma_t"]])
         outs, x = join_nonshared_inputs(ip, [logp, grad, mu, sigma], value_vars)
         self._fn = pytensor.function([x], outs, on_unused_input="ignore")
         # Hot path of the optimiser and the importance sampler: log density and gradient

@@ -85,7 +85,10 @@ def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
             pm.Deterministic(name, value * pt.ones(n_time))
 
         noise = pt.stack([effects.noise.get(r, zero) * pt.ones(n_time) for r in ROWS])
-        logp = _student_t_logp(y, mu, sigma[:, None] * pt.exp(noise))
+        # The noise scale of every bin, the mechanism's own volatility included (a leak's GC
+        # churn): predictive bands must use this, not the baseline ``sigma``.
+        sigma_t = pm.Deterministic("sigma_t", sigma[:, None] * pt.exp(noise))
+        logp = _student_t_logp(y, mu, sigma_t)
         pm.Potential("loglik", weight * pt.sum(mask * logp))
     return model
 
