@@ -421,3 +421,19 @@ def test_cli_suite_and_component_list(
     assert index["n"] == 3 and len(index["incidents"]) == 3
     assert all(e["truth"]["window"]["end"] - e["truth"]["window"]["start"] == 1195
                for e in index["incidents"])
+
+
+def test_public_names_load_on_first_use() -> None:
+    # the CLI registers the simulate and report commands on every run: neither may cost a
+    # pandas or matplotlib import
+    import latentcause.simulate as package
+
+    assert sorted(package._HOME) == sorted(package.__all__)
+    assert all(getattr(package, name) is not None for name in package.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        package.nope  # noqa: B018
+    code = ("import sys, latentcause.simulate.commands, latentcause.reports.commands; "
+            "assert 'pandas' not in sys.modules and 'matplotlib' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr

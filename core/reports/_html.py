@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import html
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from latentcause.reports._content import TITLE, build_document, headline
 from latentcause.reports._document import (
@@ -25,7 +25,9 @@ from latentcause.reports._document import (
     Strong,
     Table,
 )
-from latentcause.reports._plots import Plot, render_plots
+
+if TYPE_CHECKING:  # matplotlib is imported only when a page is drawn (render_html)
+    from latentcause.reports._plots import Plot
 
 __all__ = ["render_html"]
 
@@ -150,6 +152,8 @@ def render_html(report: Mapping[str, Any], idata: object | None = None) -> str:
     str
         The HTML document. Every data string is HTML-escaped.
     """
+    from latentcause.reports._plots import render_plots
+
     plots = render_plots(report, idata)
     body = "\n".join(s for b in build_document(report) if (s := _block(b, plots)) is not None)
     title = _e(f"{TITLE}: {headline(report)}")
