@@ -624,7 +624,6 @@ def test_recovery_laplace_importance(role: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.filterwarnings("ignore:.*overflow encountered.*:RuntimeWarning")
 @pytest.mark.parametrize("role", list(RECOVERY))
 def test_recovery_nuts(role: str) -> None:
     truth, data = _simulate_from_model(role, draws=1, seed=SEED + 1, fixed=RECOVERY[role])
