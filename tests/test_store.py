@@ -12,15 +12,20 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pytest
 from filelock import FileLock
+from store_helpers import (
+    CLI,
+    add_incident,
+    copy_store,
+    latentcause,
+    make_incident_csv,
+    without_paths,
+)
 
 from latentcause.errors import StoreError
 from latentcause.models import MODEL_VERSION
@@ -29,82 +34,14 @@ from latentcause.store import (
     compare_reports,
     describe_changes,
     load_spec,
-    parse_spec,
     report_digest,
     source_sha256,
     spec_sha256,
 )
 from latentcause.store._layout import staging_path
 
-CLI = str(Path(sys.executable).parent / "latentcause")
-T0 = 1_700_000_000.0
 ARTEFACTS = {"report.json", "report.md", "report.html", "posterior.nc", "stamp.json",
              "changes.json"}
-
-
-# -- data -------------------------------------------------------------------------------------
-
-def make_incident_csv(path: Path, *, seed: int, root: str = "carts",
-                      components: tuple[str, ...] = ("frontend", "carts", "orders", "payment"),
-                      minutes: float = 10.0, step_s: float = 5.0, onset_s: float = 300.0) -> float:
-    """Write a wide CSV with a capacity loss in ``root`` at ``onset_s``; return the onset time.
-
-    Before the onset every component idles around its own utilisation with noise. From the
-    onset the root's CPU saturates and its latency climbs several-fold (queueing), its callers
-    (``frontend``) see part of that latency, the others stay as they were; request rates are
-    unchanged, which is what separates a capacity loss from a traffic surge.
-    """
-    rng = np.random.default_rng(seed)
-    n = int(minutes * 60 / step_s)
-    t = T0 + np.arange(n) * step_s
-    after = (t - T0) >= onset_s
-    ramp = np.clip((t - T0 - onset_s) / 30.0, 0.0, 1.0)
-    cols: dict[str, Any] = {"time": t}
-    for i, comp in enumerate(components):
-        rps = 50.0 + 10 * i + rng.normal(0, 1.5, n)
-        cpu = 0.25 + 0.05 * i + rng.normal(0, 0.01, n)
-        lat = 0.020 + 0.005 * i + rng.normal(0, 0.001, n)
-        err = np.clip(0.001 + rng.normal(0, 0.0003, n), 0, 1)
-        if comp == root:
-            cpu = np.where(after, cpu + ramp * (0.93 - cpu), cpu)
-            lat = lat * (1 + 5.0 * ramp)
-        elif comp == components[0]:
-            lat = lat * (1 + 1.5 * ramp)
-        cols[f"{comp}_rps"] = rps
-        cols[f"{comp}_cpu"] = cpu
-        cols[f"{comp}_lat_p99"] = lat
-        cols[f"{comp}_err"] = err
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(cols).to_csv(path, index=False)
-    return T0 + onset_s
-
-
-def add_incident(store: Path, incident_id: str, *, seed: int, root: str = "carts",
-                 draws: int = 100) -> Path:
-    """Add an incident whose data lives in its own folder, through the real CLI code path."""
-    data = store / incident_id / "data" / "metrics.csv"
-    onset = make_incident_csv(data, seed=seed, root=root)
-    spec = parse_spec({
-        "id": incident_id, "title": f"{root} capacity loss", "tags": ["test"],
-        "onset": str(onset), "seed": 0, "draws": draws,
-        "source": {"type": "file", "path": "data/metrics.csv"},
-    }, store / incident_id / "incident.toml")
-    return Store(store).add(spec)
-
-
-def latentcause(*args: str, env: dict[str, str] | None = None,
-                timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, check=False)
-
-
-def engine_ready() -> bool:
-    try:
-        from latentcause.inference import analyze  # noqa: F401
-        from latentcause.reports import write_outputs  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def fake_report(component: str | None, mechanism: str, p: float, *, ambiguous: bool = False,
@@ -366,6 +303,13 @@ def test_stale_reasons_name_what_changed(tmp_path: Path) -> None:
         "model version 3 -> 4"]
     assert stale_reasons(spec, stamp, replace(ident, model_config_sha256="e" * 64)) == [
         f"model config {'c' * 12} -> {'e' * 12}"]
+    # the identity may be given as the function that finds it (it imports the engine): it is
+    # called only when there is a result to judge
+    def unneeded() -> ModelIdentity:
+        raise AssertionError("called without a result")
+
+    assert stale_reasons(spec, None, unneeded) == ["no result yet"]
+    assert stale_reasons(spec, stamp, lambda: ident) == []
     # an engine that does not know its version cannot make anything stale
     assert stale_reasons(spec, stamp, ModelIdentity("0.1.0", None, None)) == []
     assert stale_reasons(replace(spec, seed=1), stamp, ident) == ["spec changed"]
@@ -378,32 +322,8 @@ def test_stale_reasons_name_what_changed(tmp_path: Path) -> None:
 
 # -- reanalysis with the real engine ----------------------------------------------------------
 # One analysis takes minutes on the shared 2-core machine, so these are in the slow tier and
-# use as few analyses as prove the point: two to build the store, one rerun, one and a half
-# in the killed run.
-
-@pytest.fixture(scope="session")
-def analysed_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two incidents analysed once by ``latentcause reanalyze`` on the local pool of two."""
-    if not engine_ready():
-        pytest.skip("latentcause.inference.analyze is not there yet")
-    root = tmp_path_factory.mktemp("analysed") / "store"
-    add_incident(root, "inc-a", seed=10, root="carts")
-    add_incident(root, "inc-c", seed=12, root="payment")
-    out = latentcause("reanalyze", "--store", str(root))
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "2 incidents stale" in out.stdout and "2 done, 0 failed" in out.stdout
-    return root
-
-
-def without_paths(report: dict[str, Any]) -> dict[str, Any]:
-    prov = {k: v for k, v in report["provenance"].items() if k not in ("source", "queries")}
-    return {**report, "provenance": prov}
-
-
-def copy_store(src: Path, dst: Path) -> Store:
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".locks", "reanalysis.log"))
-    return Store(dst)
-
+# use as few analyses as prove the point: the session's ``analysed_store`` (two, conftest.py),
+# one rerun, one and a half in the killed run.
 
 @pytest.fixture(scope="module")
 def rerun(analysed_store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
