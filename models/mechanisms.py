@@ -32,6 +32,8 @@ P = Mapping[str, pt.TensorVariable]
 
 _RHO0 = Prior("Beta", {"alpha": 2.0, "beta": 4.0}, "utilisation before the onset")
 _SAT_ERR = Prior("HalfNormal", {"sigma": 3.0}, "logit rise of errors once saturated (timeouts)")
+_CEILING = Prior("Gamma", {"alpha": 4.0, "beta": 0.7},
+                 "log of the timeout (or top histogram bucket) over baseline latency")
 
 
 def _logit_ratio(d: Drivers, logit_delta: pt.TensorVariable) -> pt.TensorVariable:
@@ -42,16 +44,23 @@ def _logit_ratio(d: Drivers, logit_delta: pt.TensorVariable) -> pt.TensorVariabl
 def _queueing(params: P, d: Drivers, log_load: pt.TensorVariable,
               log_capacity: pt.TensorVariable) -> tuple[dict[str, pt.TensorVariable],
                                                         dict[str, pt.TensorVariable]]:
-    """Rows and hidden state of a queue whose load and capacity change at the onset."""
+    """Rows and hidden state of a queue whose load and capacity change at the onset.
+
+    ``rps`` is the rate of responses, failures and timeouts included (what request counters
+    and histograms count), so it follows the arrivals even past saturation; the work served,
+    which cpu follows, is capped at the capacity (``cpu_served``).
+    """
     rho0 = params["rho0"]
     one = pt.ones_like(d.step)
     load, capacity = pt.exp(log_load), pt.exp(log_capacity)
     rho = ph.utilisation(rho0, load, capacity)
-    lat = ph.latency_log_ratio(rho0, rho, capacity, d.elapsed) - ph.latency_log_ratio(
+    raw = ph.latency_log_ratio(rho0, rho, capacity, d.elapsed) - ph.latency_log_ratio(
         rho0, rho0 * one, one, 0.0 * one)
+    lat = ph.ceiling(raw, params["lat_ceiling"]) - ph.ceiling(0.0 * one, params["lat_ceiling"])
     served = ph.served_log_ratio(rho0, load, capacity) - ph.served_log_ratio(rho0, one, one)
     err = params["sat_err"] * (ph.saturation(rho) - ph.saturation(rho0 * one))
-    rows = {"rps": served, "lat": lat, "lat_tail": lat, "self_time": lat, "err": err}
+    rows = {"rps": log_load, "cpu_served": served, "lat": lat, "lat_tail": lat,
+            "self_time": lat, "err": err}
     hidden = {
         "utilisation": rho,
         "arrival_ratio": load,
@@ -93,12 +102,13 @@ class TrafficSurge(Mechanism):
         "log_load": Prior("HalfNormal", {"sigma": 1.0}, "log of arrivals after / before"),
         "rho0": _RHO0,
         "sat_err": _SAT_ERR,
+        "lat_ceiling": _CEILING,
     }
 
     def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
         log_load = params["log_load"] * d.step
         rows, hidden = _queueing(params, d, log_load, 0.0 * d.step)
-        rows["cpu"] = rows["rps"]  # cpu follows the work actually served
+        rows["cpu"] = rows.pop("cpu_served")  # cpu follows the work actually served
         return Effects(rows, hidden)
 
 
@@ -122,11 +132,13 @@ class CapacityLoss(Mechanism):
                            "log cpu change (hog +, throttle -)"),
         "rho0": _RHO0,
         "sat_err": _SAT_ERR,
+        "lat_ceiling": _CEILING,
     }
 
     def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
         log_cap = -params["log_capacity_loss"] * d.step
         rows, hidden = _queueing(params, d, 0.0 * d.step, log_cap)
+        rows.pop("cpu_served")
         rows["cpu"] = params["cpu_shift"] * d.step
         return Effects(rows, hidden)
 
@@ -168,13 +180,18 @@ class ErrorFault(Mechanism):
     signature = {"rps": "0", "cpu": "~", "lat": "-", "lat_tail": "-", "err": "+", "mem": "0"}
     priors = {
         "err_rise": Prior("HalfNormal", {"sigma": 4.0}, "logit rise of the error ratio"),
-        "fast_fail": Prior("HalfNormal", {"sigma": 0.3}, "log latency drop from fast failures"),
+        "fast_fail": Prior("HalfNormal", {"sigma": 1.5},
+                           "log of a success's latency over a failure's"),
         "cpu_shift": Prior("Normal", {"mu": 0.0, "sigma": 0.2}, "small log cpu change"),
     }
 
     def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
         err = params["err_rise"] * d.step
-        lat = -params["fast_fail"] * d.step
+        # Latency is the mix of successes (unchanged) and failures (faster by fast_fail): it
+        # can fall only as far as the share of failing requests allows.
+        p_err, p0 = _logit_ratio(d, err), d.err_base
+        fast = pt.exp(-params["fast_fail"])
+        lat = pt.log1p(-p_err * (1 - fast)) - pt.log1p(-p0 * (1 - fast))
         rows = {"err": err, "lat": lat, "lat_tail": lat, "self_time": lat,
                 "cpu": params["cpu_shift"] * d.step}
         return Effects(rows, {"error_ratio": _logit_ratio(d, err)})
@@ -198,7 +215,8 @@ class MemoryLeak(Mechanism):
     priors = {
         "mem_step": Prior("HalfNormal", {"sigma": 1.0}, "log memory jump at the onset"),
         "mem_slope": Prior("HalfNormal", {"sigma": 1.0}, "log memory growth over the window"),
-        "gc_cpu": Prior("Normal", {"mu": 0.0, "sigma": 1.0}, "log cpu change from GC work"),
+        "gc_gain": Prior("HalfNormal", {"sigma": 3.0},
+                         "log cpu rise per log memory rise (GC work grows with the heap)"),
         "gc_latency": Prior("HalfNormal", {"sigma": 0.3}, "log latency rise from GC pauses"),
         "restart_rate": Prior("HalfNormal", {"sigma": 1.0}, "restarts over the window"),
         "churn": Prior("HalfNormal", {"sigma": 2.0}, "log rise of memory volatility (GC, churn)"),
@@ -207,7 +225,7 @@ class MemoryLeak(Mechanism):
     def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
         mem = params["mem_step"] * d.step + params["mem_slope"] * d.elapsed
         lat = params["gc_latency"] * d.step
-        rows = {"mem": mem, "cpu": params["gc_cpu"] * d.step, "lat": lat, "lat_tail": lat,
+        rows = {"mem": mem, "cpu": params["gc_gain"] * mem, "lat": lat, "lat_tail": lat,
                 "restarts": params["restart_rate"] * d.elapsed}
         return Effects(rows, {"memory_ratio": pt.exp(mem)},
                        noise={"mem": params["churn"] * d.step})
@@ -235,6 +253,7 @@ class RetryStorm(Mechanism):
         "trigger_len": Prior("Beta", {"alpha": 2.0, "beta": 8.0}, "trigger length / window"),
         "rho0": _RHO0,
         "sat_err": _SAT_ERR,
+        "lat_ceiling": _CEILING,
     }
 
     def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
@@ -247,7 +266,7 @@ class RetryStorm(Mechanism):
         rows, hidden = _queueing(params, d, log_load, 0.0 * d.step)
         err = params["err_rise"] * d.step + rows["err"]
         rows["err"] = err
-        rows["cpu"] = rows["rps"]
+        rows["cpu"] = rows.pop("cpu_served")
         hidden["error_ratio"] = _logit_ratio(d, err)
         hidden["amplification"] = amp
         return Effects(rows, hidden)
@@ -268,8 +287,9 @@ class Propagated(Mechanism):
                  "cpu": "0", "mem": "0", "rps": "0"}
     is_root = False
     priors = {
-        "lat_rise": Prior("HalfNormal", {"sigma": 1.0}, "log latency rise from callees"),
-        "err_rise": Prior("HalfNormal", {"sigma": 2.0}, "logit error rise from callees"),
+        "lat_rise": Prior("HalfNormal", {"sigma": 3.0},
+                          "log latency rise from callees (up to a timeout)"),
+        "err_rise": Prior("HalfNormal", {"sigma": 3.0}, "logit error rise from callees"),
         "small_shift": Prior("Normal", {"mu": 0.0, "sigma": 0.15}, "small cpu and rate change"),
     }
 

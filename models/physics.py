@@ -5,7 +5,8 @@ Conventions: ``rho0`` is the utilisation before the onset (the headroom is ``1 -
 baseline. Utilisation is ``rho = rho0 * load / capacity`` (arrivals x work / capacity).
 Latency of an M/M/1-type queue is ``1 / (mu - lambda)``, so relative to baseline it is
 ``(1 - rho0) / (capacity * (1 - rho))``; past saturation the queue grows with time until
-timeouts turn requests into errors. Smooth caps keep gradients finite at rho = 1.
+timeouts turn requests into errors, and the latency a client sees stops at the timeout (or
+at the top bucket of a latency histogram). Smooth caps keep gradients finite at rho = 1.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytensor.tensor as pt
 
 __all__ = [
     "RHO_MAX",
+    "ceiling",
     "latency_log_ratio",
     "saturation",
     "served_log_ratio",
@@ -24,6 +26,9 @@ __all__ = [
 #: Utilisation at which the stationary queueing formula is capped; beyond it the backlog term
 #: takes over.
 RHO_MAX = 0.97
+#: Backlog growth over the post-onset window per unit of excess utilisation, in baseline
+#: latencies (fluid queue; see ``latency_log_ratio``).
+BACKLOG_RATE = 200.0
 _SHARPNESS = 40.0
 
 
@@ -45,12 +50,16 @@ def saturation(rho: pt.TensorVariable, k: float = 20.0) -> pt.TensorVariable:
 
 def latency_log_ratio(rho0: pt.TensorVariable, rho: pt.TensorVariable,
                       capacity: pt.TensorVariable, elapsed: pt.TensorVariable,
-                      backlog_rate: pt.TensorVariable | float = 4.0) -> pt.TensorVariable:
+                      backlog_rate: pt.TensorVariable | float = BACKLOG_RATE,
+                      ) -> pt.TensorVariable:
     """Log of latency relative to baseline: the queueing curve plus a growing backlog.
 
     Below saturation, ``(1 - rho0) / (capacity (1 - rho))``. Above it the stationary formula
     is capped at ``RHO_MAX`` and the backlog grows linearly in time at a rate proportional to
-    the excess utilisation (fluid approximation of a queue with arrivals above service).
+    the excess utilisation (fluid approximation of a queue with arrivals above service). The
+    rate is per post-onset window: a queue fed 10 % above its service rate for a window of
+    hundreds of service times is hundreds of baseline latencies deep, so the backlog reaches
+    the client's timeout within the first bins (see ``ceiling``).
     """
     rho_c = soft_cap(rho, RHO_MAX)
     stationary = pt.log1p(-rho0) - pt.log(capacity) - pt.log1p(-rho_c)
@@ -64,3 +73,9 @@ def served_log_ratio(rho0: pt.TensorVariable, load: pt.TensorVariable,
     a = pt.log(load)
     b = pt.log(capacity) - pt.log(rho0)
     return -pt.logaddexp(-k * a, -k * b) / k
+
+
+def ceiling(log_ratio: pt.TensorVariable, log_cap: pt.TensorVariable,
+            k: float = 2.0) -> pt.TensorVariable:
+    """Smooth ``min(log_ratio, log_cap)``: latency seen by clients stops at the timeout."""
+    return -pt.logaddexp(-k * log_ratio, -k * log_cap) / k
