@@ -11,8 +11,9 @@ Observation model, per row r and bin t (a row is a signal on its scale-free axis
 
 ``drift`` is normal variation: any signal of any component may shift at the onset by a
 modest factor (prior scale ``DRIFT_SD``, about 35 %, heavy-tailed) with no mechanism behind
-it, as load and background work do between two windows. A mechanism must explain changes beyond that, so
-evidence grows with the size of a change, not with how many bins or rows show it.
+it, as load and background work do between two windows. A mechanism must explain changes
+beyond that, so evidence grows with the size of a change, not with how many bins or rows
+show it.
 
 with missing samples masked out of the likelihood (not imputed) and the whole likelihood
 raised to ``weight`` (1 unless the evidence is tempered for autocorrelated samples).
