@@ -170,10 +170,10 @@ def _inference_data(grid: Grid, post: Posterior, leader_i: int, k: int, kept: li
                     rng: np.random.Generator,
                     ) -> tuple[az.InferenceData, list[tuple[str, str, str]]]:
     leader = post.hypotheses[leader_i]
-    n_chain = raw.posterior.sizes["chain"]
-    n_draw = raw.posterior.sizes["draw"]
-    mu_root = raw.posterior["mu"].to_numpy()        # chain, draw, row, time
-    sigma_root = raw.posterior["sigma_t"].to_numpy()  # chain, draw, row, time
+    n_chain = raw["posterior"].sizes["chain"]
+    n_draw = raw["posterior"].sizes["draw"]
+    mu_root = raw["posterior"]["mu"].to_numpy()        # chain, draw, row, time
+    sigma_root = raw["posterior"]["sigma_t"].to_numpy()  # chain, draw, row, time
     labels: list[tuple[str, str, str]] = []
     pred: list[np.ndarray] = []
     obs_y: list[np.ndarray] = []
@@ -196,7 +196,7 @@ def _inference_data(grid: Grid, post: Posterior, leader_i: int, k: int, kept: li
             labels.append((label, row, comp.name))
             comp_of.append(comp.name)
     series = [lab for lab, _, _ in labels]
-    posterior = {name: raw.posterior[name].to_numpy() for name in raw.posterior.data_vars
+    posterior = {name: raw["posterior"][name].to_numpy() for name in raw["posterior"].data_vars
                  if name not in ("mu", "sigma", "sigma_t", "baseline", "noise_log", "drift")}
     dims = {name: ["time"] for name, v in posterior.items() if v.ndim == 3}
     hyps = [h.label for h in post.hypotheses]
@@ -218,8 +218,8 @@ def _inference_data(grid: Grid, post: Posterior, leader_i: int, k: int, kept: li
               "onset_probability": ["onset_candidate"], "hypothesis_probability": ["hypothesis"],
               "series_component": ["series"], "series_signal": ["series"],
               "time_edges": ["edge"]},
-        sample_stats={k: raw.sample_stats[k].to_numpy() for k in ("diverging", "lp")
-                      if k in raw.sample_stats},
+        sample_stats={k: raw["sample_stats"][k].to_numpy() for k in ("diverging", "lp")
+                      if k in raw["sample_stats"]},
     )
     return idata, labels
 
@@ -240,9 +240,9 @@ def _adequacy(idata: az.InferenceData, series: list[tuple[str, str, str]], root:
               grid: Grid, k: int) -> dict[str, Any]:
     """Posterior predictive check of the leading hypothesis on the root's series."""
     after = grid.candidates[k].step > 0.5
-    pred = idata.posterior_predictive["y"].to_numpy()   # chain, draw, series, time
+    pred = idata["posterior_predictive"]["y"].to_numpy()   # chain, draw, series, time
     pred = pred.reshape(-1, *pred.shape[2:])
-    obs = idata.observed_data["y"].to_numpy()
+    obs = idata["observed_data"]["y"].to_numpy()
     lo, hi = np.nanquantile(pred, [0.01, 0.99], axis=0)
     worst, worst_label, checked = 0.0, "", []
     rep_worst = np.zeros(pred.shape[0])
@@ -336,9 +336,9 @@ def _trigger(grid: Grid, leader: Hypothesis, k: int, raw: az.InferenceData) -> d
     assert leader.component is not None
     root = grid.component(leader.component)
     after = grid.candidates[k].step > 0.5
-    mu = raw.posterior["mu"].to_numpy().reshape(-1, len(ROWS), N_TIME)
-    base = raw.posterior["baseline"].to_numpy().reshape(-1, len(ROWS)) * root.scale
-    changes = []
+    mu = raw["posterior"]["mu"].to_numpy().reshape(-1, len(ROWS), N_TIME)
+    base = raw["posterior"]["baseline"].to_numpy().reshape(-1, len(ROWS)) * root.scale
+    changes: list[dict[str, Any]] = []
     for row in root.observed_rows:
         r = ROWS.index(row)
         effect = mu[:, r, after].mean(axis=1) - base[:, r]
@@ -355,7 +355,7 @@ def _trigger(grid: Grid, leader: Hypothesis, k: int, raw: az.InferenceData) -> d
 def _latent(raw: az.InferenceData, mechanism: str) -> dict[str, Any]:
     out: dict[str, Any] = {"utilisation_before": None, "headroom": None, "amplification": None,
                            "load_factor_to_saturation": None}
-    post = raw.posterior
+    post = raw["posterior"]
     parts = []
     if "rho0" in post:
         rho0 = post["rho0"].to_numpy().ravel()

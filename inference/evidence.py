@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import pytensor
@@ -58,7 +59,7 @@ class RoleFitter:
         ip = self.model.initial_point()
         value_vars = self.model.value_vars
         logp = self.model.logp(jacobian=True)
-        grads = pt.grad(logp, value_vars)
+        grads = cast(list[pt.TensorVariable], pt.grad(logp, value_vars))
         grad = pt.concatenate([g.ravel() for g in grads])
         # Deterministics are graphs of the random variables; evaluate them at the values.
         mu, sigma = self.model.replace_rvs_by_values([self.model["mu"], self.model["sigma_t"]])

@@ -154,8 +154,9 @@ def _component(obs: Observations, name: str, bins: np.ndarray,
     floor = np.zeros(n_rows)
     signals = obs.signals(name)
     lat, tail = _pick_latency(signals)
-    sources = {r: r for r in ("cpu", "mem", "rps", "err", "restarts", "self_time", "callee_time")
-               if r in signals}
+    sources: dict[str, str] = {
+        r: r for r in ("cpu", "mem", "rps", "err", "restarts", "self_time", "callee_time")
+        if r in signals}
     if lat:
         sources["lat"] = lat
     if tail:

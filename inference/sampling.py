@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 import arviz as az
 import numpy as np
@@ -74,7 +75,7 @@ def diagnose(idata: az.InferenceData, free: list[str], chains: int, draws: int,
 
     rhat_max = float(max(np.nanmax(kept(rhat[v]), initial=1.0) for v in free))
     ess_min = float(min(np.nanmin(kept(ess[v]), initial=np.inf) for v in free))
-    div = int(np.asarray(idata.sample_stats["diverging"]).sum())
+    div = int(np.asarray(idata["sample_stats"]["diverging"]).sum())
     ok = (np.isfinite(rhat_max) and rhat_max <= RHAT_MAX
           and ess_min >= ESS_MIN_PER_CHAIN * chains and div == 0)
     return Diagnostics(rhat_max=rhat_max if np.isfinite(rhat_max) else 99.0,
@@ -166,7 +167,7 @@ class LeaderSampler:
                 runs.append(self._chain(start, cov, rng, n_tune, n_draws, target_accept))
             idata = self._inference_data(runs)
             diag = diagnose(idata, free, chains, n_draws, n_tune,
-                            rows=data.mask.any(axis=1))
+                            rows=cast(np.ndarray, data.mask.any(axis=1)))
             if diag.converged:
                 break
             log.warning(

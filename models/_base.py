@@ -90,7 +90,8 @@ class Mechanism:
     summary: ClassVar[str]
     hidden_state: ClassVar[tuple[str, ...]]
     signature: ClassVar[Signature]
-    priors: ClassVar[Mapping[str, Prior]]
+    #: The class default; each instance holds its own copy (possibly overridden).
+    priors: Mapping[str, Prior]
     is_root: ClassVar[bool] = True
 
     def __init__(self, priors: Mapping[str, Prior] | None = None) -> None:
