@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -106,7 +107,10 @@ def _analyze(obs: Observations, *, seed: int, draws: int, chains: int, p_none: f
 
     def fit_one(task: tuple[int, int, int]) -> Fit:
         c_i, r_i, k = task
-        rng = np.random.default_rng([seed, c_i, r_i, k])
+        # Seeded by the component's name, not its position: the same data read in another
+        # column order (CSV versus Prometheus) gives the same report.
+        name_key = zlib.crc32(grid.components[c_i].name.encode())
+        rng = np.random.default_rng([seed, name_key, r_i, k])
         return fitter(ROLES[r_i], N_TIME).fit(_input(grid.components[c_i], grid, k), rng)
 
     results = map_tasks(fit_one, tasks, n_workers)
@@ -197,7 +201,8 @@ def _inference_data(grid: Grid, post: Posterior, leader_i: int, k: int, kept: li
             comp_of.append(comp.name)
     series = [lab for lab, _, _ in labels]
     posterior = {name: raw["posterior"][name].to_numpy() for name in raw["posterior"].data_vars
-                 if name not in ("mu", "sigma", "sigma_t", "baseline", "noise_log", "drift")}
+                 if name not in ("mu", "sigma", "sigma_t", "baseline", "noise_log", "drift",
+                                 "load_drift")}
     dims = {name: ["time"] for name, v in posterior.items() if v.ndim == 3}
     hyps = [h.label for h in post.hypotheses]
     cands = [grid.candidates[i].time for i in kept]

@@ -45,6 +45,13 @@ DRIFT_SD = 0.3
 #: quarter, is not normal variation, and is the evidence that singles out a root.
 DRIFT_NU = np.array([3.0 if r in ("lat", "lat_tail", "self_time", "callee_time") else 1e4
                      for r in ROWS])
+#: A change of offered load between two windows moves the rate and the cpu together, so
+#: normal variation in load is one shared term on both rows (``load_drift``, heavy-tailed:
+#: sock-shop's windows differ two-fold in load), and what is left to each of them on its
+#: own is small. Otherwise a surge's rise in load could be cancelled on the rate row alone,
+#: and a cpu hog (cpu up, rate flat) would pass for a surge.
+LOAD_ROWS = np.array([1.0 if r in ("rps", "cpu") else 0.0 for r in ROWS])
+DRIFT_SCALE = np.array([0.1 if r in ("rps", "cpu") else DRIFT_SD for r in ROWS])
 
 #: Degrees of freedom of the Student-t noise: heavy tails so one outlier is not a mechanism.
 NU = 4.0
@@ -81,7 +88,9 @@ def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
 
         baseline = pm.Normal("baseline", 0.0, 2.0, shape=n_rows)
         noise_log = pm.Normal("noise_log", 0.0, 0.5, shape=n_rows)
-        drift = pm.StudentT("drift", nu=DRIFT_NU, mu=0.0, sigma=DRIFT_SD, shape=n_rows)
+        drift_own = pm.StudentT("drift", nu=DRIFT_NU, mu=0.0, sigma=DRIFT_SCALE, shape=n_rows)
+        load_drift = pm.StudentT("load_drift", nu=3.0, mu=0.0, sigma=DRIFT_SD)
+        drift = drift_own + load_drift * LOAD_ROWS
         # Noise may grow beyond the baseline spread but not collapse below half of it: exactly
         # constant rows (quantised histogram latencies) would otherwise be infinite evidence.
         sigma = pm.Deterministic("sigma", scale * (0.5 + pt.exp(noise_log)))
