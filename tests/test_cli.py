@@ -6,7 +6,7 @@ compiled, so they are cheap and go through the installed entry point. Input that
 untidy (unsorted or duplicated timestamps, an empty series beside good ones) is repaired with a
 warning; those cases are checked on the loading layer, without running an analysis.
 
-The end-to-end run of ``examples/carts-capacity-loss`` is the one expensive test of the
+The end-to-end run of ``examples/catalogue-memory-leak`` is the one expensive test of the
 default tier: one analysis, shared by the tests that read its report.
 """
 
@@ -29,7 +29,7 @@ from latentcause.errors import WindowError
 from latentcause.loading import load_observations
 
 LATENTCAUSE = Path(sys.executable).with_name("latentcause")
-EXAMPLE = ROOT / "examples" / "carts-capacity-loss"
+EXAMPLE = ROOT / "examples" / "catalogue-memory-leak"
 CHECK_REPORT = SHARED / "tools" / "check_report.py"
 
 T0 = 1_700_000_000

@@ -8,6 +8,7 @@ the tests that read its report.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -138,63 +139,69 @@ def test_importance_sampling_recovers_an_exact_gaussian_evidence() -> None:
 
 
 # ----------------------------------------------------------------------------- one analysis
+# A full analysis takes one to three minutes on 2 cores, so these are in the slow tier. They
+# use a real incident (sock-shop carts-cpu/1: a CPU hog in carts) and skip without ../shared.
+
+SOCKSHOP_CASE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "sockshop-rcd" \
+    / "carts-cpu" / "1"
+
+
+def _analyse(out: Path, *extra: str, env: dict[str, str] | None = None) -> dict:
+    proc = subprocess.run([CLI, "analyze", "--input", str(SOCKSHOP_CASE), "--out", str(out),
+                           "--seed", "1", "--draws", "300", *extra],
+                          capture_output=True, text=True, timeout=1800, check=False,
+                          env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads((out / "report.json").read_text())
+
 
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """One simulated capacity_loss incident analysed through the CLI."""
-    root = tmp_path_factory.mktemp("engine")
-    incident = root / "incident"
-    subprocess.run([CLI, "simulate", "--mechanism", "capacity_loss", "--component", "carts",
-                    "--magnitude", "obvious", "--seed", "5", "--out", str(incident)],
-                   check=True, capture_output=True, text=True)
-    out = root / "out"
-    proc = subprocess.run([CLI, "analyze", "--input", str(incident), "--out", str(out),
-                           "--seed", "1", "--draws", "200"],
-                          capture_output=True, text=True, timeout=1800, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out, json.loads((incident / "truth.json").read_text())
+    """The sock-shop CPU-hog incident analysed once through the CLI."""
+    if not SOCKSHOP_CASE.exists():
+        pytest.skip("../shared/datasets/sockshop-rcd is absent")
+    out = tmp_path_factory.mktemp("engine") / "out"
+    return out, _analyse(out)
 
 
+@pytest.mark.slow
 def test_analysis_finds_the_injected_root_and_mechanism(analysed: tuple[Path, dict]) -> None:
-    out, truth = analysed
-    report = json.loads((out / "report.json").read_text())
+    _, report = analysed
     top = report["hypotheses"][0]
-    assert (top["component"], top["mechanism"]) == (truth["component"], truth["mechanism"])
+    assert (top["component"], top["mechanism"]) == ("carts", "capacity_loss")
     assert top["probability"] > 0.5
     assert report["adequacy"]["fits"] is True
 
 
+@pytest.mark.slow
 def test_report_carries_trigger_latent_condition_and_onset(analysed: tuple[Path, dict]) -> None:
-    out, truth = analysed
-    report = json.loads((out / "report.json").read_text())
+    _, report = analysed
+    assert report["onset"]["source"] == "layout"
     lo, hi = report["onset"]["interval_95"]
-    assert lo <= truth["onset"] <= hi + report["window"]["step_s"]
+    assert lo <= report["onset"]["median"] <= hi
     latent = report["latent_condition"]
     assert 0 < latent["utilisation_before"]["median"] < 1
     assert latent["headroom"]["median"] == pytest.approx(
         1 - latent["utilisation_before"]["median"], abs=0.05)
-    assert report["trigger"]["component"] == truth["component"]
-    assert report["diagnostics"]["sampled_hypothesis"] == f"{truth['component']}/capacity_loss"
+    assert report["trigger"]["component"] == "carts"
+    cpu = next(c for c in report["trigger"]["changes"] if c["signal"] == "cpu")
+    assert cpu["ratio"]["median"] > 10  # the hog: carts' cpu went from ~1 % to ~100 %
+    assert report["diagnostics"]["sampled_hypothesis"] == "carts/capacity_loss"
 
 
+@pytest.mark.slow
 def test_report_passes_the_contract_checker(analysed: tuple[Path, dict]) -> None:
     checker = Path(__file__).resolve().parents[2] / "shared" / "tools" / "check_report.py"
-    if not checker.exists():
-        pytest.skip("../shared is absent")
     out, _ = analysed
     proc = subprocess.run([sys.executable, str(checker), str(out / "report.json")],
                           capture_output=True, text=True, check=False)
     assert proc.stdout.strip() == "report ok", proc.stdout
 
 
+@pytest.mark.slow
 def test_same_seed_same_report(analysed: tuple[Path, dict], tmp_path: Path) -> None:
-    """Determinism: re-running with the same seed gives the same hypotheses and numbers."""
-    out, _ = analysed
-    first = json.loads((out / "report.json").read_text())
-    incident = out.parent / "incident"
-    again = tmp_path / "again"
-    subprocess.run([CLI, "analyze", "--input", str(incident), "--out", str(again), "--seed", "1",
-                    "--draws", "200", "--quiet"], check=True, capture_output=True, text=True)
-    second = json.loads((again / "report.json").read_text())
+    """Determinism: the same seed gives the same hypotheses and numbers, on one worker too."""
+    _, first = analysed
+    second = _analyse(tmp_path / "again", "--quiet", env={"LATENTCAUSE_WORKERS": "1"})
     for key in ("hypotheses", "onset", "ambiguity", "adequacy", "latent_condition", "trigger"):
         assert first[key] == second[key], key
