@@ -46,8 +46,9 @@ DRIFT_SD = 0.3
 DRIFT_NU = np.array([3.0 if r in ("lat", "lat_tail", "self_time", "callee_time") else 1e4
                      for r in ROWS])
 #: A change of offered load between two windows moves the rate and the cpu together, so
-#: normal variation in load is one shared term on both rows (``load_drift``, heavy-tailed:
-#: sock-shop's windows differ two-fold in load), and what is left to each of them on its
+#: normal variation in load is one shared term on both rows (``load_drift``; Gaussian, like
+#: the resource rows: a two-fold load change between windows costs a few nats, a CPU hog's
+#: hundred-fold cpu rise is not normal variation), and what is left to each of them on its
 #: own is small. Otherwise a surge's rise in load could be cancelled on the rate row alone,
 #: and a cpu hog (cpu up, rate flat) would pass for a surge.
 LOAD_ROWS = np.array([1.0 if r in ("rps", "cpu") else 0.0 for r in ROWS])
@@ -89,7 +90,7 @@ def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
         baseline = pm.Normal("baseline", 0.0, 2.0, shape=n_rows)
         noise_log = pm.Normal("noise_log", 0.0, 0.5, shape=n_rows)
         drift_own = pm.StudentT("drift", nu=DRIFT_NU, mu=0.0, sigma=DRIFT_SCALE, shape=n_rows)
-        load_drift = pm.StudentT("load_drift", nu=3.0, mu=0.0, sigma=DRIFT_SD)
+        load_drift = pm.Normal("load_drift", mu=0.0, sigma=DRIFT_SD)
         drift = drift_own + load_drift * LOAD_ROWS
         # Noise may grow beyond the baseline spread but not collapse below half of it: exactly
         # constant rows (quantised histogram latencies) would otherwise be infinite evidence.
