@@ -89,8 +89,9 @@ class NoChange(Mechanism):
 class TrafficSurge(Mechanism):
     """Arrivals rose past the headroom: queueing delay from saturation.
 
-    Served rate and cpu follow the arrivals until capacity; latency follows the queueing
-    curve from the pre-onset utilisation; errors appear only once saturated.
+    The response rate follows the arrivals (failures and timeouts are responses too) and cpu
+    follows the work served, up to capacity; latency follows the queueing curve from the
+    pre-onset utilisation up to the timeout ceiling; errors appear only once saturated.
     """
 
     name = "traffic_surge"
@@ -116,9 +117,9 @@ class TrafficSurge(Mechanism):
 class CapacityLoss(Mechanism):
     """The service rate fell (CPU hog, throttling, lost replicas) at unchanged load.
 
-    Latency climbs the same queueing curve from a smaller capacity; the rate is unchanged
-    until saturation, then falls (rejections); cpu rises with a hog sharing the cores and
-    falls when throttled, so its change is free in sign.
+    Latency climbs the same queueing curve from a smaller capacity, up to the timeout
+    ceiling; the response rate is unchanged (arrivals are); cpu rises with a hog sharing the
+    cores and falls when throttled, so its change is free in sign.
     """
 
     name = "capacity_loss"

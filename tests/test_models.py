@@ -295,16 +295,7 @@ def test_traffic_surge_latency_follows_the_queueing_curve() -> None:
         assert np.all(np.diff(curve, 2) > 0)                        # convex in load
 
 
-@pytest.mark.parametrize("rho", [
-    0.6, 0.7,
-    pytest.param(0.8, marks=pytest.mark.xfail(strict=True, reason=(
-        "models v2: the smooth excess softplus(40 (rho - 1)) / 40 is not zero below rho = 1, "
-        "and BACKLOG_RATE / (1 - RHO_MAX) = 6667 turns it into a backlog: latency of a "
-        "stable queue at rho = 0.8 grows 5 % over the window"))),
-    pytest.param(0.9, marks=pytest.mark.xfail(strict=True, reason=(
-        "models v2: same backlog leak below saturation; at rho = 0.9 latency grows "
-        "e^1.37 = 3.9-fold over the window instead of staying on the queueing curve"))),
-])
+@pytest.mark.parametrize("rho", [0.6, 0.7, 0.8, 0.9])
 @pytest.mark.parametrize("name", ["traffic_surge", "capacity_loss"])
 def test_unsaturated_queue_is_stationary(name: str, rho: float) -> None:
     """Below saturation the queue does not grow: latency is the queueing curve at all times.
@@ -322,7 +313,10 @@ def test_unsaturated_queue_is_stationary(name: str, rho: float) -> None:
         rows, _ = effect_fn(name)(log_capacity_loss=-np.log(cap), cpu_shift=0.0, rho0=rho0,
                                   sat_err=1.0, lat_ceiling=CEILING)
     stationary = np.log((1 - rho0) / (cap * (1 - rho)))
-    assert np.allclose(post(rows, "lat"), stationary, atol=0.01), post(rows, "lat") - stationary
+    lat = post(rows, "lat")
+    assert np.ptp(lat) < 0.005, lat                                # no backlog below rho = 1
+    # On the curve, up to the smooth cap at RHO_MAX (1.5 % low at rho = 0.9).
+    assert np.allclose(lat, stationary, atol=0.02), lat - stationary
 
 
 def test_traffic_surge_past_saturation_backlog_grows_and_errors_appear() -> None:
