@@ -158,9 +158,16 @@ class LeaderSampler:
         tune = max(draws // 2, 150)
         chol = np.linalg.cholesky(cov)
         idata, diag = None, None
+        runs: list[tuple[np.ndarray, dict[str, list]]] = []
         for attempt, (target_accept, n_tune, n_draws) in enumerate(
                 ((0.9, tune, draws), (0.95, 2 * tune, 2 * draws))):
             rng = np.random.default_rng([seed, attempt])
+            if attempt == 1:
+                # The Laplace curvature was a poor metric (a posterior against a boundary, a
+                # ridge between drift and effect): use the draws' own covariance instead.
+                pooled = np.concatenate([xs for xs, _ in runs])
+                cov = np.cov(pooled, rowvar=False) + 1e-6 * np.eye(x_map.size)
+                chol = np.linalg.cholesky(cov)
             runs = []
             for _ in range(chains):
                 start = x_map + _START_SPREAD * chol @ rng.standard_normal(x_map.size)
