@@ -152,7 +152,7 @@ def _onset_line(report: Mapping[str, Any]) -> Line:
     onset = as_mapping(report.get("onset"))
     m, lo, hi = interval(onset)
     source = {
-        "layout": "from the data layout (boundary of the normal and anomalous files)",
+        "layout": "from the data layout (inject_time.txt, or where normal.csv ends)",
         "given": "given on the command line",
         "inferred": "inferred from the data",
     }.get(str(onset.get("source")), "")
