@@ -148,7 +148,8 @@ def _analyze(obs: Observations, *, seed: int, draws: int, chains: int, p_none: f
     idata, series = _inference_data(grid, post, leader_i, k_lead, kept, raw, fits, rng)
     adequacy = _adequacy(idata, series, root.name, grid, k_lead)
     ambiguity = _ambiguity(grid, post, kept, fits, rng)
-    report = _report(obs, grid, post, kept, leader, raw, diag, adequacy, ambiguity, seed)
+    report = _report(obs, grid, post, kept, leader, k_lead, raw, diag, adequacy, ambiguity,
+                     seed)
     report["timing_s"] = {"evidence": round(t_evidence, 2), "sampling": round(t_sampling, 2),
                           "total": round(time.perf_counter() - t0, 2)}
     idata.attrs.update({
@@ -382,6 +383,7 @@ def _latent(raw: az.InferenceData, mechanism: str) -> dict[str, Any]:
 
 
 def _report(obs: Observations, grid: Grid, post: Posterior, kept: list[int], leader: Hypothesis,
+            k_lead: int,
             raw: az.InferenceData, diag: Diagnostics, adequacy: dict[str, Any],
             ambiguity: dict[str, Any], seed: int) -> dict[str, Any]:
     order = post.order()
@@ -407,8 +409,6 @@ def _report(obs: Observations, grid: Grid, post: Posterior, kept: list[int], lea
              "source": obs.onset_source or "inferred",
              "candidates": [{"time": float(cand_t[i]), "probability": round(float(w[i]), 6)}
                             for i in idx]}
-    k_lead = (kept[int(post.best_onset[order[0]])] if post.hypotheses[order[0]].component
-              else kept[0])
     start, end = obs.bounds
     top = post.hypotheses[order[0]]
     if ambiguity["ambiguous"]:
@@ -429,8 +429,7 @@ def _report(obs: Observations, grid: Grid, post: Posterior, kept: list[int], lea
         "onset": onset,
         "ambiguity": ambiguity,
         "adequacy": adequacy,
-        "trigger": _trigger(grid, leader, k_lead if top.component else
-                            kept[int(post.best_onset[post.hypotheses.index(leader)])], raw),
+        "trigger": _trigger(grid, leader, k_lead, raw),
         "latent_condition": _latent(raw, leader.mechanism),
         "diagnostics": {"rhat_max": round(diag.rhat_max, 4),
                         "ess_bulk_min": round(diag.ess_bulk_min, 1),
