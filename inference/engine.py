@@ -138,7 +138,7 @@ def _analyze(obs: Observations, *, seed: int, draws: int, chains: int, p_none: f
     root = grid.component(leader.component)
     lead_fit = fits[(root.name, leader.mechanism, k_lead)]
     t1 = time.perf_counter()
-    raw, diag = sampler(fitter(leader.mechanism, N_TIME).model).sample(
+    raw, diag = sampler(leader.mechanism, N_TIME).sample(
         _input(root, grid, k_lead), lead_fit.x_map, lead_fit.cov, seed=seed, draws=draws,
         chains=chains)
     t_sampling = time.perf_counter() - t1

@@ -8,8 +8,11 @@ candidate and incident.
 The estimator is Laplace-then-importance-sampling: find the MAP (L-BFGS with the analytic
 gradient), take the Hessian there (central differences of the gradient), and draw from a
 multivariate Student-t centred at the MAP with that curvature. The importance weights give an
-unbiased estimate of the evidence that corrects the Laplace error, and their spread gives the
+estimate of the evidence that corrects the Laplace error, and their spread gives the
 estimator's standard error, which is reported.
+
+The same draws, weighted, are the role's posterior (``RoleFitter.posterior``), which the
+slow tier's simulation-based calibration checks against NUTS and the truth.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ import pytensor.tensor as pt
 from pymc.pytensorf import join_nonshared_inputs
 from scipy import optimize, special
 
+from latentcause.inference.compiled import load_or_build
 from latentcause.models import REGISTRY, ComponentInput, Mechanism, build_model, set_component
 
-__all__ = ["Fit", "RoleFitter", "fitter"]
+__all__ = ["Fit", "RoleFitter", "WeightedDraws", "fitter"]
 
 log = logging.getLogger(__name__)
 
@@ -97,22 +101,31 @@ class RoleFitter:
     def fit(self, data: ComponentInput, rng: np.random.Generator,
             draws: int = _IS_DRAWS) -> Fit:
         """Evidence of ``data`` under this role, with its standard error."""
-        set_component(self.model, data)
-        x_map = self._map(self._starts(data))
-        hess = self._hessian(x_map)
-        cov = _covariance(hess)
+        x_map, cov = self._laplace(data)
         lp_map = self.logp(x_map)
         sign, logdet = np.linalg.slogdet(cov)
         laplace = lp_map + 0.5 * self.size * np.log(2 * np.pi) + 0.5 * logdet
-        log_z, se, ess = self._importance(x_map, cov, rng, draws)
+        log_z, se, ess = self._importance(x_map, cov, rng, draws).estimate()
         if not np.isfinite(log_z) or ess < _MIN_ESS:
-            # The weights degenerated: the Gaussian proposal missed the posterior's shape.
+            # The weights degenerated: the Student-t proposal missed the posterior's shape.
             # Fall back to Laplace, and say how far the two disagreed as its error.
             gap = abs(log_z - laplace) if np.isfinite(log_z) else _FALLBACK_SE
             log_z, se = laplace, float(min(max(gap, 1.0), _FALLBACK_SE))
         mu, sigma = self.predict(x_map)
         return Fit(log_evidence=float(log_z), stderr=float(se), laplace=float(laplace),
                    x_map=x_map, cov=cov, mu=mu, sigma=sigma, ess=float(ess))
+
+    def posterior(self, data: ComponentInput, rng: np.random.Generator,
+                  draws: int = _IS_DRAWS) -> WeightedDraws:
+        """Weighted draws from the posterior of ``data`` under this role (flat parameters)."""
+        x_map, cov = self._laplace(data)
+        return self._importance(x_map, cov, rng, draws)
+
+    def _laplace(self, data: ComponentInput) -> tuple[np.ndarray, np.ndarray]:
+        """The MAP for ``data`` and the covariance of the Gaussian approximation there."""
+        set_component(self.model, data)
+        x_map = self._map(self._starts(data))
+        return x_map, _covariance(self._hessian(x_map))
 
     def _starts(self, data: ComponentInput) -> list[np.ndarray]:
         """Starting points: drift at the observed shift; for roots also without it.
@@ -150,17 +163,55 @@ class RoleFitter:
         return 0.5 * (h + h.T)
 
     def _importance(self, loc: np.ndarray, cov: np.ndarray, rng: np.random.Generator,
-                    draws: int) -> tuple[float, float, float]:
+                    draws: int) -> WeightedDraws:
+        """Importance draws from a Student-t proposal with the Laplace curvature."""
         xs, logq = _student_t_draws(loc, cov * 1.2, _IS_DF, draws, rng)
         logp = np.array([self.logp(x) for x in xs])
-        lw = np.where(np.isfinite(logp), logp - logq, -np.inf)
-        if not np.isfinite(lw).any():
+        return WeightedDraws(xs, np.where(np.isfinite(logp), logp - logq, -np.inf))
+
+    def values(self, xs: np.ndarray, name: str) -> np.ndarray:
+        """One free parameter's values in its own space (the log and log-odds transforms undone)."""
+        if name in self._slices:
+            return xs[:, self._slices[name]]
+        if f"{name}_log__" in self._slices:
+            return np.exp(xs[:, self._slices[f"{name}_log__"]])
+        if f"{name}_logodds__" in self._slices:
+            return special.expit(xs[:, self._slices[f"{name}_logodds__"]])
+        raise KeyError(f"{self.mechanism.name} has no parameter {name!r}")
+
+
+@dataclass(frozen=True)
+class WeightedDraws:
+    """Importance draws (flat, unconstrained parameters) and their log weights."""
+
+    x: np.ndarray
+    log_w: np.ndarray
+
+    @property
+    def weights(self) -> np.ndarray:
+        """Normalised weights."""
+        if not np.isfinite(self.log_w).any():
+            return np.full(self.log_w.size, 1.0 / self.log_w.size)
+        w = np.exp(self.log_w - self.log_w.max())
+        return w / w.sum()
+
+    @property
+    def ess(self) -> float:
+        """Kish's effective sample size of the weights."""
+        if not np.isfinite(self.log_w).any():
+            return 0.0
+        w = self.weights
+        return float(1.0 / np.sum(w**2))
+
+    def estimate(self) -> tuple[float, float, float]:
+        """Log evidence, its standard error (delta method) and the ESS."""
+        if not np.isfinite(self.log_w).any():
             return float("-inf"), float("inf"), 0.0
-        log_z = float(special.logsumexp(lw) - np.log(draws))
-        w = np.exp(lw - lw.max())
-        ess = float(w.sum() ** 2 / np.sum(w**2))
-        se = float(np.std(w) / (np.mean(w) * np.sqrt(draws)))
-        return log_z, se, ess
+        n = self.log_w.size
+        log_z = float(special.logsumexp(self.log_w) - np.log(n))
+        w = np.exp(self.log_w - self.log_w.max())
+        se = float(np.std(w) / (np.mean(w) * np.sqrt(n)))
+        return log_z, se, self.ess
 
 
 def _student_t_draws(loc: np.ndarray, cov: np.ndarray, df: float, n: int,
@@ -194,6 +245,10 @@ def fitter(role: str, n_time: int) -> RoleFitter:
     """The compiled fitter of ``role`` (a mechanism name, ``propagated`` or ``none``), cached."""
     key = (role, n_time)
     if key not in _CACHE:
-        log.debug("compiling the %s model", role)
-        _CACHE[key] = RoleFitter(REGISTRY[role](), n_time)
+
+        def build() -> RoleFitter:
+            log.debug("compiling the %s model", role)
+            return RoleFitter(REGISTRY[role](), n_time)
+
+        _CACHE[key] = load_or_build(f"fitter-{role}-{n_time}", build)
     return _CACHE[key]

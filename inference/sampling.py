@@ -28,7 +28,8 @@ from pymc.pytensorf import join_nonshared_inputs
 from pymc.step_methods.hmc.quadpotential import QuadPotentialFull
 from pymc.step_methods.step_sizes import DualAverageAdaptation
 
-from latentcause.models import ComponentInput, set_component
+from latentcause.inference.compiled import load_or_build
+from latentcause.models import REGISTRY, ComponentInput, build_model, set_component
 
 __all__ = ["Diagnostics", "LeaderSampler", "diagnose", "sampler"]
 
@@ -196,12 +197,18 @@ class LeaderSampler:
         return az.from_dict(posterior=posterior, sample_stats=stats)
 
 
-_SAMPLERS: dict[int, LeaderSampler] = {}
+_SAMPLERS: dict[tuple[str, int], LeaderSampler] = {}
 
 
-def sampler(model: pm.Model) -> LeaderSampler:
-    """The compiled sampler of a (cached) role model, built on first use."""
-    key = id(model)
+def sampler(role: str, n_time: int) -> LeaderSampler:
+    """The compiled sampler of ``role`` on its own model, built (or loaded) on first use.
+
+    Its model is not the evidence fitter's: the two set their data containers separately, so
+    each can be loaded from the compiled cache alone.
+    """
+    key = (role, n_time)
     if key not in _SAMPLERS:
-        _SAMPLERS[key] = LeaderSampler(model)
+        _SAMPLERS[key] = load_or_build(
+            f"sampler-{role}-{n_time}",
+            lambda: LeaderSampler(build_model(REGISTRY[role](), n_time)))
     return _SAMPLERS[key]

@@ -1,0 +1,115 @@
+"""The on-disk cache of compiled roles: what it stores, when it rebuilds, and that a loaded
+fitter computes exactly what the one it was saved from does.
+
+Default tier; the only graph used is the cached ``none`` fitter the other tests use too, so
+nothing new is compiled.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pytest
+
+from latentcause.inference import compiled
+from latentcause.inference.evidence import fitter
+from latentcause.inference.grid import N_TIME
+from latentcause.models import ROWS, ComponentInput
+
+
+@pytest.fixture
+def cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LATENTCAUSE_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def _counting_builder(calls: list[int], value: object) -> object:
+    def build() -> object:
+        calls.append(1)
+        return value
+    return build
+
+
+def test_builds_once_then_loads(cache_root: Path) -> None:
+    calls: list[int] = []
+    first = compiled.load_or_build("thing", _counting_builder(calls, {"a": [1, 2]}))
+    second = compiled.load_or_build("thing", _counting_builder(calls, {"a": "other"}))
+    assert first == second == {"a": [1, 2]}
+    assert calls == [1]
+    folder = compiled.cache_dir()
+    assert folder is not None and folder.parent == cache_root
+    assert [p.name for p in folder.iterdir()] == ["thing.pkl"]  # no temporary file left
+
+
+def test_unreadable_entry_is_rebuilt_and_replaced(cache_root: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    folder = compiled.cache_dir()
+    assert folder is not None
+    folder.mkdir(parents=True)
+    (folder / "thing.pkl").write_bytes(b"not a pickle")
+    calls: list[int] = []
+    with caplog.at_level(logging.WARNING, logger="latentcause.inference.compiled"):
+        assert compiled.load_or_build("thing", _counting_builder(calls, 42)) == 42
+    assert calls == [1] and "rebuilding" in caplog.text
+    assert pickle.loads((folder / "thing.pkl").read_bytes()) == 42
+
+
+def test_off_disables_and_unwritable_is_skipped(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[int] = []
+    monkeypatch.setenv("LATENTCAUSE_CACHE_DIR", "off")
+    assert compiled.cache_dir() is None
+    compiled.load_or_build("thing", _counting_builder(calls, 1))
+    compiled.load_or_build("thing", _counting_builder(calls, 1))
+    assert calls == [1, 1]
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache's folder should be")
+    monkeypatch.setenv("LATENTCAUSE_CACHE_DIR", str(blocker))
+    with caplog.at_level(logging.WARNING, logger="latentcause.inference.compiled"):
+        assert compiled.load_or_build("thing", _counting_builder(calls, 7)) == 7
+    assert "could not cache" in caplog.text
+
+
+def test_key_follows_the_graph_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any edit to the code that builds the graphs must miss the old entries."""
+    names = {p.name for p in compiled._source_files()}
+    assert {"builder.py", "mechanisms.py", "physics.py", "evidence.py", "sampling.py"} <= names
+    source = tmp_path / "physics.py"
+    source.write_text("RATE = 1\n")
+    monkeypatch.setattr(compiled, "_source_files", lambda: [source])
+    compiled._key.cache_clear()
+    try:
+        before = compiled._key()
+        source.write_text("RATE = 2\n")
+        compiled._key.cache_clear()
+        assert compiled._key() != before
+    finally:
+        compiled._key.cache_clear()
+
+
+def test_loaded_fitter_keeps_its_data_containers() -> None:
+    """A fitter round-tripped through the cache's pickling fits new data like the original.
+
+    Model, shared data containers and compiled functions are pickled together; if the
+    containers were copied apart from the functions, ``set_component`` would change the
+    model's data but not what the functions read, and every fit would see stale data.
+    """
+    original = fitter("none", N_TIME)
+    loaded = pickle.loads(cloudpickle.dumps(original))
+    rng = np.random.default_rng(3)
+    mask = np.zeros((len(ROWS), N_TIME))
+    mask[:3] = 1.0
+    step = (np.arange(N_TIME) >= N_TIME // 2).astype(float)
+    for shift in (0.0, 2.0):
+        y = (rng.normal(0.0, 1.0, (len(ROWS), N_TIME)) + shift * step) * mask
+        data = ComponentInput(y=y, mask=mask, scale=np.ones(len(ROWS)), step=step,
+                              elapsed=step, err_base=0.01)
+        a = original.fit(data, np.random.default_rng(0))
+        b = loaded.fit(data, np.random.default_rng(0))
+        assert b.log_evidence == a.log_evidence
+        assert np.array_equal(b.mu, a.mu)
