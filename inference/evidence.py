@@ -209,9 +209,9 @@ class WeightedDraws:
             return float("-inf"), float("inf"), 0.0
         n = self.log_w.size
         log_z = float(special.logsumexp(self.log_w) - np.log(n))
-        w = np.exp(self.log_w - self.log_w.max())
+        w = self.weights  # the relative spread does not depend on the normalisation
         se = float(np.std(w) / (np.mean(w) * np.sqrt(n)))
-        return log_z, se, self.ess
+        return log_z, se, float(1.0 / np.sum(w**2))
 
 
 def _student_t_draws(loc: np.ndarray, cov: np.ndarray, df: float, n: int,

@@ -680,8 +680,8 @@ def _posterior_draws(role: str, data: ComponentInput,
                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Magnitude draws and normalised weights from the engine's own estimator.
 
-    The adaptive importance sampler behind the evidence (Laplace proposal first), with four
-    times the engine's draws per proposal so the ranks are not limited by the draw count.
+    The importance sampler behind the evidence (Student-t at the Laplace fit), with four
+    times the engine's 192 draws so the ranks are not limited by the draw count.
     """
     f = fitter(role, N_TIME)
     post = f.posterior(data, rng, draws=768)
