@@ -140,7 +140,7 @@ def _analyze(obs: Observations, *, seed: int, draws: int, chains: int, p_none: f
     t1 = time.perf_counter()
     raw, diag = sampler(leader.mechanism, N_TIME).sample(
         _input(root, grid, k_lead), lead_fit.x_map, lead_fit.cov, seed=seed, draws=draws,
-        chains=chains)
+        chains=chains, workers=n_workers)
     t_sampling = time.perf_counter() - t1
 
     say("posterior predictive, adequacy, ambiguity", (len(ROLES) + 1) / (len(ROLES) + 2))

@@ -54,9 +54,14 @@ def _run_chunk(index: int) -> list[object]:
     return [fn(task) for task in chunks[index]]
 
 
-def map_tasks(fn: Callable[[T], R], tasks: Sequence[T], workers: int) -> list[R]:
-    """``[fn(t) for t in tasks]``, in order, over up to ``workers`` forked processes."""
-    if workers <= 1 or len(tasks) < _MIN_TASKS or not _can_fork():
+def map_tasks(fn: Callable[[T], R], tasks: Sequence[T], workers: int,
+              min_tasks: int = _MIN_TASKS) -> list[R]:
+    """``[fn(t) for t in tasks]``, in order, over up to ``workers`` forked processes.
+
+    ``min_tasks`` is the least number of tasks worth a fork: lower it for a few long tasks
+    (NUTS chains of seconds each), keep the default for many short ones.
+    """
+    if workers <= 1 or len(tasks) < max(min_tasks, 2) or not _can_fork():
         return [fn(t) for t in tasks]
     n = min(workers, len(tasks))
     # Interleaved chunks: neighbouring tasks (same role, similar cost) go to different workers.

@@ -29,6 +29,7 @@ from pymc.step_methods.hmc.quadpotential import QuadPotentialFull
 from pymc.step_methods.step_sizes import DualAverageAdaptation
 
 from latentcause.inference.compiled import load_or_build
+from latentcause.inference.pool import map_tasks
 from latentcause.models import REGISTRY, ComponentInput, build_model, set_component
 
 __all__ = ["Diagnostics", "LeaderSampler", "diagnose", "sampler"]
@@ -152,8 +153,13 @@ class LeaderSampler:
         return xs, stats
 
     def sample(self, data: ComponentInput, x_map: np.ndarray, cov: np.ndarray, *, seed: int,
-               draws: int, chains: int = 2) -> tuple[az.InferenceData, Diagnostics]:
-        """Sample the model on ``data``; retry once with longer chains if diagnostics fail."""
+               draws: int, chains: int = 2, workers: int = 1,
+               ) -> tuple[az.InferenceData, Diagnostics]:
+        """Sample the model on ``data``; retry once with longer chains if diagnostics fail.
+
+        Chains run side by side on up to ``workers`` forked processes. Each chain seeds its
+        own generator from (seed, attempt, chain), so the draws do not depend on ``workers``.
+        """
         set_component(self.model, data)
         free = [rv.name for rv in self.model.free_RVs]
         tune = max(draws // 2, 150)
@@ -162,17 +168,22 @@ class LeaderSampler:
         runs: list[tuple[np.ndarray, dict[str, list]]] = []
         for attempt, (target_accept, n_tune, n_draws) in enumerate(
                 ((0.9, tune, draws), (0.95, 2 * tune, 2 * draws))):
-            rng = np.random.default_rng([seed, attempt])
             if attempt == 1:
                 # The Laplace curvature was a poor metric (a posterior against a boundary, a
                 # ridge between drift and effect): use the draws' own covariance instead.
                 pooled = np.concatenate([xs for xs, _ in runs])
                 cov = np.cov(pooled, rowvar=False) + 1e-6 * np.eye(x_map.size)
                 chol = np.linalg.cholesky(cov)
-            runs = []
-            for _ in range(chains):
+
+            def chain(c: int, cov: np.ndarray = cov, chol: np.ndarray = chol,
+                      attempt: int = attempt, n_tune: int = n_tune, n_draws: int = n_draws,
+                      target_accept: float = target_accept,
+                      ) -> tuple[np.ndarray, dict[str, list]]:
+                rng = np.random.default_rng([seed, attempt, c])
                 start = x_map + _START_SPREAD * chol @ rng.standard_normal(x_map.size)
-                runs.append(self._chain(start, cov, rng, n_tune, n_draws, target_accept))
+                return self._chain(start, cov, rng, n_tune, n_draws, target_accept)
+
+            runs = map_tasks(chain, list(range(chains)), workers, min_tasks=2)
             idata = self._inference_data(runs)
             diag = diagnose(idata, free, chains, n_draws, n_tune,
                             rows=cast(np.ndarray, data.mask.any(axis=1)))
