@@ -7,7 +7,8 @@ candidate and incident.
 
 The estimator is Laplace-then-importance-sampling: find the MAP (L-BFGS with the analytic
 gradient), take the Hessian there (central differences of the gradient), and draw from a
-multivariate Student-t centred at the MAP with that curvature. The importance weights give an
+defensive mixture of multivariate Student-t centred at the MAP with that curvature (see
+``proposal_draws``). The importance weights give an
 estimate of the evidence that corrects the Laplace error, and their spread gives the
 estimator's standard error, which is reported.
 
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 
 _IS_DRAWS = 192
 _IS_DF = 5.0
+#: The importance proposal's two components: covariance factors and the wide one's share.
+_IS_NARROW_SCALE = 1.2
+_IS_WIDE_SCALE = 9.0
+_IS_WIDE_SHARE = 0.5
 _MIN_ESS = 8.0
 _FALLBACK_SE = 5.0
 
@@ -164,8 +169,8 @@ class RoleFitter:
 
     def _importance(self, loc: np.ndarray, cov: np.ndarray, rng: np.random.Generator,
                     draws: int) -> WeightedDraws:
-        """Importance draws from a Student-t proposal with the Laplace curvature."""
-        xs, logq = _student_t_draws(loc, cov * 1.2, _IS_DF, draws, rng)
+        """Importance draws from the defensive Student-t mixture at the Laplace fit."""
+        xs, logq = proposal_draws(loc, cov, draws, rng)
         logp = np.array([self.logp(x) for x in xs])
         return WeightedDraws(xs, np.where(np.isfinite(logp), logp - logq, -np.inf))
 
@@ -212,6 +217,48 @@ class WeightedDraws:
         w = self.weights  # the relative spread does not depend on the normalisation
         se = float(np.std(w) / (np.mean(w) * np.sqrt(n)))
         return log_z, se, float(1.0 / np.sum(w**2))
+
+
+def proposal_draws(loc: np.ndarray, cov: np.ndarray, n: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draws from the importance proposal and their log densities under the whole mixture.
+
+    A defensive mixture of two Student-t at the MAP: one with the Laplace covariance (slightly
+    widened), one three times wider in every direction, each drawing half. The narrow one
+    gives precision where the Laplace fit is right; the wide one reaches the tails it gets
+    wrong (a magnitude near its zero boundary, a curved ridge), where a single Student-t
+    gives few, huge weights. Measured on the slow tier's simulation-based calibration (50
+    replications): with a single proposal the true traffic-surge load fell in the outer 10 %
+    of its posterior 38 % of the time, with this mixture 30 %, and 24 % once its prior was
+    also made log-normal; capacity loss stayed at 28 % (ranks [14, 11, 11, 4, 10] before,
+    [17, 9, 7, 7, 10] after). Weights use the mixture density (balance heuristic), so the
+    estimate stays unbiased.
+    """
+    n_wide = int(round(n * _IS_WIDE_SHARE))
+    xs = np.concatenate([
+        _student_t_draws(loc, cov * _IS_NARROW_SCALE, _IS_DF, n - n_wide, rng)[0],
+        _student_t_draws(loc, cov * _IS_WIDE_SCALE, _IS_DF, n_wide, rng)[0]])
+    return xs, _mixture_logpdf(xs, loc, cov, share=n_wide / n)
+
+
+def _mixture_logpdf(xs: np.ndarray, loc: np.ndarray, cov: np.ndarray,
+                    share: float = _IS_WIDE_SHARE) -> np.ndarray:
+    """Log density of the proposal mixture (``share`` of it the wide one) at rows of ``xs``."""
+    return np.logaddexp(
+        np.log1p(-share) + _student_t_logpdf(xs, loc, cov * _IS_NARROW_SCALE, _IS_DF),
+        np.log(share) + _student_t_logpdf(xs, loc, cov * _IS_WIDE_SCALE, _IS_DF))
+
+
+def _student_t_logpdf(xs: np.ndarray, loc: np.ndarray, cov: np.ndarray,
+                      df: float) -> np.ndarray:
+    """Log density of a multivariate Student-t at each row of ``xs``."""
+    d = loc.size
+    chol = np.linalg.cholesky(cov)
+    z = np.linalg.solve(chol, (xs - loc).T).T
+    logdet = 2.0 * np.sum(np.log(np.diag(chol)))
+    return (special.gammaln((df + d) / 2) - special.gammaln(df / 2)
+            - 0.5 * d * np.log(df * np.pi) - 0.5 * logdet
+            - 0.5 * (df + d) * np.log1p(np.sum(z**2, axis=1) / df))
 
 
 def _student_t_draws(loc: np.ndarray, cov: np.ndarray, df: float, n: int,

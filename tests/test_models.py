@@ -738,14 +738,7 @@ N_SBC = 50
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("role", [
-    "capacity_loss",
-    pytest.param("traffic_surge", marks=pytest.mark.xfail(strict=True, reason=(
-        "models v2, measured: ranks of log_load pile at the ends (counts [20, 6, 5, 7, 12]). "
-        "Not the estimator alone: on 16 replications NUTS (LeaderSampler) ranks as the "
-        "importance draws do, and an adaptive importance sampler left the counts at "
-        "[19, 6, 6, 7, 12]. Remove this mark when fixed."))),
-])
+@pytest.mark.parametrize("role", ["capacity_loss", "traffic_surge"])
 def test_simulation_based_calibration(role: str) -> None:
     """Posterior quantiles of the true magnitude are uniform when the posterior is right.
 
