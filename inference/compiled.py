@@ -56,7 +56,12 @@ def _source_files() -> list[Path]:
 
 @cache
 def _key() -> str:
-    """Hash of the graph-building source and of the versions that compile it."""
+    """Hash of the graph-building source and of the versions that compile it.
+
+    Taken when this module is imported (see the end of the module), right after the code it
+    hashes was imported: taken later, a source file edited while a long run goes on would
+    be hashed in its new form and the run would store graphs of its old code under it.
+    """
     h = hashlib.sha256()
     for v in (__version__, pytensor.__version__, pm.__version__, np.__version__,
               sys.version, cloudpickle.__version__):
@@ -109,3 +114,6 @@ def _store(path: Path, obj: object) -> None:
         log.warning("could not cache %s (%s); it will be built again next run", path.name, exc)
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+_key()

@@ -24,7 +24,13 @@ from latentcause import __version__
 from latentcause.inference import ambiguity as amb
 from latentcause.inference.evidence import Fit, fitter
 from latentcause.inference.grid import N_TIME, ComponentGrid, Grid, make_grid
-from latentcause.inference.hypotheses import Hypothesis, Posterior, combine, prior_weights
+from latentcause.inference.hypotheses import (
+    Hypothesis,
+    Posterior,
+    combine,
+    prior_weights,
+    role_of,
+)
 from latentcause.inference.onset import screen_candidates
 from latentcause.inference.pool import default_workers, map_tasks
 from latentcause.inference.sampling import Diagnostics, sampler
@@ -48,6 +54,14 @@ LIKELIHOOD_WEIGHT = 1.0
 #: Fraction of post-onset bins a series may have outside the 98 % predictive band and still
 #: count as reproduced.
 ADEQUACY_OUTSIDE_MAX = 0.3
+#: Multipliers of the drift's prior scale (normal variation) at which every role is fitted;
+#: the hypotheses weigh them evenly (``hypotheses.combine``). 1 is the scale sock-shop's
+#: separate normal and anomalous recordings need; a quarter of it is what one steady
+#: recording shows between two halves.
+DRIFT_MULTS = (0.25, 1.0)
+#: Cap on a fit's reported evidence error: a degenerate importance sample says "unknown", and
+#: beyond a few nats that is all the combination needs to know.
+_SE_CAP = 5.0
 #: Noise of a measurement not yet taken, per transform, for discriminating signals.
 _UNOBSERVED_NOISE = {"err": 0.5, "restarts": 0.2}
 
@@ -62,10 +76,17 @@ class AnalysisResult:
     idata: az.InferenceData | None
 
 
-def _input(comp: ComponentGrid, grid: Grid, k: int) -> ComponentInput:
+#: Key of one fit: component name, role, onset candidate, drift multiplier index.
+FitKey = tuple[str, str, int, int]
+
+
+def _input(comp: ComponentGrid, grid: Grid, k: int, s: int) -> ComponentInput:
     cand = grid.candidates[k]
     return ComponentInput(y=comp.y, mask=comp.mask, scale=comp.scale, step=cand.step,
-                          elapsed=cand.elapsed, err_base=comp.err_base, weight=LIKELIHOOD_WEIGHT)
+                          elapsed=cand.elapsed, err_base=comp.err_base,
+                          weight=LIKELIHOOD_WEIGHT * comp.weight,
+                          lat_level=comp.lat_level,
+                          drift_mult=DRIFT_MULTS[s])
 
 
 def analyze(obs: Observations, *, seed: int = 0, draws: int = 500, chains: int = 2,
@@ -90,62 +111,31 @@ def _analyze(obs: Observations, *, seed: int, draws: int, chains: int, p_none: f
     t0 = time.perf_counter()
     say = progress or (lambda msg, frac: log.info("%3.0f%% %s", 100 * frac, msg))
     grid = make_grid(obs)
-    names = [c.name for c in grid.components]
     kept = screen_candidates(grid)
-    onset_prior = np.array([grid.candidates[k].prior for k in kept])
-    onset_prior = onset_prior / onset_prior.sum()
-
-    say("compiling the mechanism models (cached after the first run)", 0.0)
-    for role in ROLES:
-        fitter(role, N_TIME)
-    # Every (component, role, onset) fit; nothing moves at the onset under none.
-    tasks = [(c_i, r_i, k) for r_i, role in enumerate(ROLES)
-             for c_i in range(len(grid.components))
-             for k in (kept[:1] if role == "none" else kept)]
     n_workers = default_workers() if workers is None else workers
-    say(f"evidence: {len(tasks)} fits of {len(ROLES)} roles on {n_workers} cores", 0.05)
-
-    def fit_one(task: tuple[int, int, int]) -> Fit:
-        c_i, r_i, k = task
-        # Seeded by the component's name, not its position: the same data read in another
-        # column order (CSV versus Prometheus) gives the same report.
-        name_key = zlib.crc32(grid.components[c_i].name.encode())
-        rng = np.random.default_rng([seed, name_key, r_i, k])
-        return fitter(ROLES[r_i], N_TIME).fit(_input(grid.components[c_i], grid, k), rng)
-
-    results = map_tasks(fit_one, tasks, n_workers)
-    fits: dict[tuple[str, str, int], Fit] = {
-        (grid.components[c_i].name, ROLES[r_i], k): fit
-        for (c_i, r_i, k), fit in zip(tasks, results, strict=True)}
-    log_e: dict[tuple[str, str], np.ndarray] = {}
-    log_se: dict[tuple[str, str], np.ndarray] = {}
-    for role in ROLES:
-        ks = kept[:1] if role == "none" else kept
-        for comp in grid.components:
-            vals = [fits[(comp.name, role, ks[0] if role == "none" else k)] for k in kept]
-            log_e[(comp.name, role)] = np.array([v.log_evidence for v in vals])
-            log_se[(comp.name, role)] = np.array([min(v.stderr, 5.0) for v in vals])
+    fits = evidence_fits(grid, kept, seed=seed, workers=n_workers, say=say)
     t_evidence = time.perf_counter() - t0
-
-    post = combine(names, log_e, log_se, onset_prior, prior_weights(names, p_none),
-                   obs.call_graph)
+    post = posterior_of(grid, kept, fits, obs, p_none)
     order = post.order()
     leader_i = next(int(i) for i in order if post.hypotheses[int(i)].mechanism != "none")
     leader = post.hypotheses[leader_i]
     assert leader.component is not None
     k_lead = kept[int(post.best_onset[leader_i])]
+    s_lead = int(post.best_drift[leader_i])
     say(f"sampling {leader.label}", len(ROLES) / (len(ROLES) + 2))
     root = grid.component(leader.component)
-    lead_fit = fits[(root.name, leader.mechanism, k_lead)]
+    lead_fit = fits[(root.name, leader.mechanism, k_lead, s_lead)]
     t1 = time.perf_counter()
+    # The leader is sampled at its most probable drift scale (conditioning on it rather than
+    # marginalising: the scale moves the hidden state far less than the onset does).
     raw, diag = sampler(leader.mechanism, N_TIME).sample(
-        _input(root, grid, k_lead), lead_fit.x_map, lead_fit.cov, seed=seed, draws=draws,
-        chains=chains, workers=n_workers)
+        _input(root, grid, k_lead, s_lead), lead_fit.x_map, lead_fit.cov, seed=seed,
+        draws=draws, chains=chains, workers=n_workers)
     t_sampling = time.perf_counter() - t1
 
     say("posterior predictive, adequacy, ambiguity", (len(ROLES) + 1) / (len(ROLES) + 2))
     rng = np.random.default_rng([seed, 7])
-    idata, series = _inference_data(grid, post, leader_i, k_lead, kept, raw, fits, rng)
+    idata, series = _inference_data(grid, post, leader_i, k_lead, s_lead, kept, raw, fits, rng)
     adequacy = _adequacy(idata, series, root.name, grid, k_lead)
     ambiguity = _ambiguity(grid, post, kept, fits, rng)
     report = _report(obs, grid, post, kept, leader, k_lead, raw, diag, adequacy, ambiguity,
@@ -162,6 +152,66 @@ def _analyze(obs: Observations, *, seed: int, draws: int, chains: int, p_none: f
     return AnalysisResult(report=report, idata=idata)
 
 
+# ----------------------------------------------------------------------------- evidence
+
+def evidence_fits(grid: Grid, kept: list[int], *, seed: int, workers: int,
+                  say: Progress | None = None) -> dict[FitKey, Fit]:
+    """Fit every (component, role, onset candidate, drift multiplier) on ``workers`` cores.
+
+    Nothing moves at the onset under ``none``, so it is fitted at the first candidate only.
+    """
+    if say is not None:
+        say("compiling the mechanism models (cached after the first run)", 0.0)
+    for role in ROLES:
+        fitter(role, N_TIME)
+    tasks = [(c_i, r_i, k, s) for r_i, role in enumerate(ROLES)
+             for c_i in range(len(grid.components))
+             for k in (kept[:1] if role == "none" else kept)
+             for s in range(len(DRIFT_MULTS))]
+    if say is not None:
+        say(f"evidence: {len(tasks)} fits of {len(ROLES)} roles on {workers} cores", 0.05)
+
+    def fit_one(task: tuple[int, int, int, int]) -> Fit:
+        c_i, r_i, k, s = task
+        # Seeded by the component's name, not its position: the same data read in another
+        # column order (CSV versus Prometheus) gives the same report.
+        name_key = zlib.crc32(grid.components[c_i].name.encode())
+        rng = np.random.default_rng([seed, name_key, r_i, k, s])
+        return fitter(ROLES[r_i], N_TIME).fit(_input(grid.components[c_i], grid, k, s), rng)
+
+    results = map_tasks(fit_one, tasks, workers)
+    return {(grid.components[c_i].name, ROLES[r_i], k, s): fit
+            for (c_i, r_i, k, s), fit in zip(tasks, results, strict=True)}
+
+
+Table = dict[tuple[str, str], np.ndarray]
+
+
+def _evidence_table(grid: Grid, kept: list[int], fits: dict[FitKey, Fit]) -> tuple[Table, Table]:
+    """Log evidence and its error per (component, role), as (drift multiplier, onset) arrays."""
+    log_e: dict[tuple[str, str], np.ndarray] = {}
+    log_se: dict[tuple[str, str], np.ndarray] = {}
+    for role in ROLES:
+        for comp in grid.components:
+            vals = [[fits[(comp.name, role, kept[0] if role == "none" else k, s)] for k in kept]
+                    for s in range(len(DRIFT_MULTS))]
+            log_e[(comp.name, role)] = np.array([[v.log_evidence for v in row] for row in vals])
+            log_se[(comp.name, role)] = np.array([[min(v.stderr, _SE_CAP) for v in row]
+                                                  for row in vals])
+    return log_e, log_se
+
+
+def posterior_of(grid: Grid, kept: list[int], fits: dict[FitKey, Fit], obs: Observations,
+                 p_none: float | None = None) -> Posterior:
+    """The posterior over hypotheses, onsets and drift scales from the fits."""
+    log_e, log_se = _evidence_table(grid, kept, fits)
+    onset_prior = np.array([grid.candidates[k].prior for k in kept])
+    return combine([c.name for c in grid.components], log_e, log_se,
+                   onset_prior / onset_prior.sum(), prior_weights(
+                       [c.name for c in grid.components], p_none),
+                   obs.call_graph, drift_prior=np.ones(len(DRIFT_MULTS)))
+
+
 # ----------------------------------------------------------------------------- posterior data
 
 def _series_of(comp: ComponentGrid) -> list[tuple[str, str, str]]:
@@ -170,8 +220,8 @@ def _series_of(comp: ComponentGrid) -> list[tuple[str, str, str]]:
             for r in comp.observed_rows]
 
 
-def _inference_data(grid: Grid, post: Posterior, leader_i: int, k: int, kept: list[int],
-                    raw: az.InferenceData, fits: dict[tuple[str, str, int], Fit],
+def _inference_data(grid: Grid, post: Posterior, leader_i: int, k: int, s: int,
+                    kept: list[int], raw: az.InferenceData, fits: dict[FitKey, Fit],
                     rng: np.random.Generator,
                     ) -> tuple[az.InferenceData, list[tuple[str, str, str]]]:
     leader = post.hypotheses[leader_i]
@@ -187,8 +237,8 @@ def _inference_data(grid: Grid, post: Posterior, leader_i: int, k: int, kept: li
         if comp.name == leader.component:
             mu, sigma = mu_root, sigma_root
         else:
-            role = "propagated" if post.propagated[leader_i, c_i] > 0.5 else "none"
-            fit = fits[(comp.name, role, k if role != "none" else kept[0])]
+            role = role_of(post, leader_i, c_i)
+            fit = fits[(comp.name, role, k if role != "none" else kept[0], s)]
             mu, sigma = _laplace_predict(role, fit, n_chain * n_draw, rng)
             mu = mu.reshape(n_chain, n_draw, *mu.shape[1:])
             sigma = sigma.reshape(n_chain, n_draw, *sigma.shape[1:])
@@ -278,29 +328,31 @@ def _adequacy(idata: az.InferenceData, series: list[tuple[str, str, str]], root:
 # ----------------------------------------------------------------------------- ambiguity
 
 def _ambiguity(grid: Grid, post: Posterior, kept: list[int],
-               fits: dict[tuple[str, str, int], Fit], rng: np.random.Generator) -> dict[str, Any]:
+               fits: dict[FitKey, Fit], rng: np.random.Generator) -> dict[str, Any]:
     p = post.probability
     cs = amb.credible_set(p)
     lead = [i for i in post.order()[:4] if p[i] > 0.01]
     names = [c.name for c in grid.components]
     simulated: dict[tuple[int, str, str], np.ndarray] = {}
 
-    def role_of(h_i: int, comp: str) -> tuple[str, int]:
+    def fit_of(h_i: int, comp: str) -> tuple[str, int, Fit]:
+        """The role ``comp`` plays under hypothesis ``h_i``, its onset and its fit."""
         h = post.hypotheses[h_i]
-        k = kept[int(post.best_onset[h_i])]
+        k, s = kept[int(post.best_onset[h_i])], int(post.best_drift[h_i])
         if h.component == comp:
-            return h.mechanism, k
-        if h.component is None:
-            return "none", kept[0]
-        prop = post.propagated[h_i, names.index(comp)] > 0.5
-        return ("propagated", k) if prop else ("none", kept[0])
+            role = h.mechanism
+        elif h.component is not None:
+            role = role_of(post, h_i, names.index(comp))
+        else:
+            role = "none"
+        k = kept[0] if role == "none" else k
+        return role, k, fits[(comp, role, k, s)]
 
     def simulate(j: int, comp: str, row: str) -> np.ndarray | None:
         h_i = lead[j]
         key = (h_i, comp, row)
         if key not in simulated:
-            role, k = role_of(h_i, comp)
-            fit = fits[(comp, role, k)]
+            role, k, fit = fit_of(h_i, comp)
             mu, _ = _laplace_predict(role, fit, 48, rng)
             after = grid.candidates[k].step > 0.5
             r = ROWS.index(row)
@@ -437,6 +489,10 @@ def _report(obs: Observations, grid: Grid, post: Posterior, kept: list[int], lea
                         "sampler": "nuts", "chains": diag.chains, "draws": diag.draws,
                         "tune": diag.tune, "sampled_hypothesis": leader.label,
                         "evidence_method": "laplace + importance sampling",
+                        "normal_variation": {
+                            "drift_multipliers": list(DRIFT_MULTS),
+                            "probability": [round(float(q), 6) for q in post.drift_probability],
+                        },
                         "evidence_se_max": round(float(np.max(post.log_evidence_se)), 3)},
         "provenance": {"source": obs.source, "queries": list(obs.queries),
                        "data_sha256": obs.data_sha256(), "version": __version__, "seed": seed,

@@ -17,13 +17,17 @@ from scipy import special
 
 from latentcause.models import MECHANISMS
 
-__all__ = ["Hypothesis", "Posterior", "combine", "prior_weights"]
+__all__ = ["Hypothesis", "Posterior", "combine", "prior_weights", "role_of"]
 
-#: Prior probability that a non-root component shows propagated symptoms, call graph unknown.
-P_PROPAGATED = 0.3
-#: With a known call graph: for a caller of the root, and for a component that is not one.
+#: Prior probability that a non-root component shows propagated symptoms (latency and errors
+#: from a callee) or is loaded (arrivals changed by a caller), call graph unknown.
+P_PROPAGATED = 0.2
+P_LOADED = 0.05
+#: With a known call graph: propagated for a caller of the root, loaded for a callee of it,
+#: and either for a component that is neither.
 P_PROPAGATED_CALLER = 0.6
-P_PROPAGATED_OTHER = 0.05
+P_LOADED_CALLEE = 0.5
+P_OTHER = 0.05
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,9 @@ class Posterior:
     onset_probability: np.ndarray  # per candidate, marginal over hypotheses
     best_onset: np.ndarray       # per hypothesis: index of its most probable candidate
     propagated: np.ndarray       # per hypothesis x component: P(propagated | H), 0 for the root
+    loaded: np.ndarray           # per hypothesis x component: P(loaded | H), 0 for the root
+    drift_probability: np.ndarray  # per drift-scale value, marginal over hypotheses
+    best_drift: np.ndarray       # per hypothesis: index of its most probable drift scale
 
     def order(self) -> np.ndarray:
         """Indices of hypotheses, most probable first."""
@@ -67,6 +74,24 @@ def prior_weights(components: Sequence[str],
         for m in MECHANISMS:
             prior[Hypothesis(c, m)] = each
     return prior
+
+
+def _callees(graph: Mapping[str, frozenset[str]], root: str) -> set[str]:
+    """Every component ``root`` calls directly or through others."""
+    found: set[str] = set()
+    frontier = {root}
+    while frontier:
+        nxt = set().union(*(graph.get(c, frozenset()) for c in frontier)) - found
+        found |= nxt
+        frontier = nxt
+    return found - {root}
+
+
+def role_of(post: Posterior, h_i: int, c_i: int) -> str:
+    """The most probable role of component ``c_i`` under hypothesis ``h_i`` (not its root)."""
+    p_prop, p_load = post.propagated[h_i, c_i], post.loaded[h_i, c_i]
+    p_none = 1.0 - p_prop - p_load
+    return max((p_prop, "propagated"), (p_load, "loaded"), (p_none, "none"))[1]
 
 
 def _callers(graph: Mapping[str, frozenset[str]], root: str) -> set[str]:
@@ -87,50 +112,72 @@ def combine(
     onset_prior: np.ndarray,
     prior: Mapping[Hypothesis, float],
     call_graph: Mapping[str, frozenset[str]] | None = None,
+    drift_prior: np.ndarray | None = None,
 ) -> Posterior:
     """Posterior over hypotheses from per-(component, role) evidence over onset candidates.
 
-    ``log_e[(c, role)]`` has one entry per onset candidate (``none`` is constant in k).
+    ``log_e[(c, role)]`` has one entry per onset candidate (``none`` is constant in k), or,
+    when the drift's prior scale was fitted at several values, one row per value and
+    ``drift_prior`` their prior weights. The scale of normal variation is one per incident:
+    within a hypothesis every component shares it, and it is marginalised like the onset.
+    So a hypothesis that explains the one large change by a mechanism, leaving the rest of
+    the system quiet, earns the evidence of a small normal variation, while ``none`` has to
+    buy that change with a large one for every component.
     """
     n_c = len(components)
     log_onset = np.log(onset_prior)
-    hyps = list(prior)
     n_k = onset_prior.size
-    joint = np.full((len(hyps), n_k), -np.inf)
+    n_s = 1 if drift_prior is None else drift_prior.size
+    log_drift = np.zeros(1) if drift_prior is None else np.log(drift_prior / drift_prior.sum())
+    le = {key: np.broadcast_to(np.asarray(v, dtype=float).reshape(-1, n_k), (n_s, n_k))
+          for key, v in log_e.items()}
+    ls = {key: np.broadcast_to(np.asarray(v, dtype=float).reshape(-1, n_k), (n_s, n_k))
+          for key, v in log_se.items()}
+    hyps = list(prior)
+    joint = np.full((len(hyps), n_s, n_k), -np.inf)
     var = np.zeros(len(hyps))
     prop = np.zeros((len(hyps), n_c))
+    load = np.zeros((len(hyps), n_c))
     for h_i, h in enumerate(hyps):
-        total = np.zeros(n_k)
-        se2 = np.zeros(n_k)
+        total = np.zeros((n_s, n_k))
+        se2 = np.zeros((n_s, n_k))
         callers = _callers(call_graph, h.component) if call_graph and h.component else set()
+        callees = _callees(call_graph, h.component) if call_graph and h.component else set()
         for c_i, c in enumerate(components):
             if c == h.component:
-                total = total + log_e[(c, h.mechanism)]
-                se2 = se2 + log_se[(c, h.mechanism)] ** 2
+                total = total + le[(c, h.mechanism)]
+                se2 = se2 + ls[(c, h.mechanism)] ** 2
                 continue
-            none_e = log_e[(c, "none")]
+            none_e = le[(c, "none")]
             if h.component is None:
-                total, se2 = total + none_e, se2 + log_se[(c, "none")] ** 2
+                total, se2 = total + none_e, se2 + ls[(c, "none")] ** 2
                 continue
             if call_graph is None:
-                pp = P_PROPAGATED
+                pp, pl = P_PROPAGATED, P_LOADED
             else:
-                pp = P_PROPAGATED_CALLER if c in callers else P_PROPAGATED_OTHER
-            a = np.log(pp) + log_e[(c, "propagated")]
-            b = np.log1p(-pp) + none_e
-            mix = np.logaddexp(a, b)
-            w = np.exp(a - mix)
+                pp = P_PROPAGATED_CALLER if c in callers else P_OTHER
+                pl = P_LOADED_CALLEE if c in callees else P_OTHER
+            terms = np.stack([np.log(pp) + le[(c, "propagated")],
+                              np.log(pl) + le[(c, "loaded")],
+                              np.log(1.0 - pp - pl) + none_e])
+            mix = special.logsumexp(terms, axis=0)
+            w = np.exp(terms - mix)
             total = total + mix
-            se2 = se2 + (w * log_se[(c, "propagated")]) ** 2 + ((1 - w) * log_se[(c, "none")]) ** 2
-            prop[h_i, c_i] = float(np.max(w))
-        joint[h_i] = np.log(prior[h]) + log_onset + total
-        k_best = int(np.argmax(joint[h_i]))
-        var[h_i] = se2[k_best]
-    log_ev_h = special.logsumexp(joint, axis=1)
+            se2 = se2 + ((w[0] * ls[(c, "propagated")]) ** 2 + (w[1] * ls[(c, "loaded")]) ** 2
+                         + (w[2] * ls[(c, "none")]) ** 2)
+            prop[h_i, c_i] = float(np.max(w[0]))
+            load[h_i, c_i] = float(np.max(w[1]))
+        joint[h_i] = np.log(prior[h]) + log_drift[:, None] + log_onset[None, :] + total
+        s_best, k_best = np.unravel_index(int(np.argmax(joint[h_i])), (n_s, n_k))
+        var[h_i] = se2[s_best, k_best]
+    flat = joint.reshape(len(hyps), -1)
+    log_ev_h = special.logsumexp(flat, axis=1)
     norm = special.logsumexp(log_ev_h)
     probability = np.exp(log_ev_h - norm)
     probability = probability / probability.sum()
-    onset_p = np.exp(special.logsumexp(joint, axis=0) - norm)
+    onset_p = np.exp(special.logsumexp(joint, axis=(0, 1)) - norm)
+    drift_p = np.exp(special.logsumexp(joint, axis=(0, 2)) - norm)
+    best = np.argmax(flat, axis=1)
     log_prior = np.log([prior[h] for h in hyps])
     return Posterior(
         hypotheses=hyps,
@@ -138,6 +185,9 @@ def combine(
         log_evidence=log_ev_h - log_prior,
         log_evidence_se=np.sqrt(var),
         onset_probability=onset_p / onset_p.sum(),
-        best_onset=np.argmax(joint, axis=1),
+        best_onset=best % n_k,
         propagated=prop,
+        loaded=load,
+        drift_probability=drift_p / drift_p.sum(),
+        best_drift=best // n_k,
     )

@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: Version of the model library; results made with another version are stale.
-MODEL_VERSION = "3"
+MODEL_VERSION = "4"
 
 #: The root mechanisms of the INTERFACE.md vocabulary (``none`` is the absence of a root).
 MECHANISMS: tuple[str, ...] = (
@@ -42,8 +42,9 @@ MECHANISMS: tuple[str, ...] = (
     "retry_storm",
 )
 
-#: Every role a component can play: a root mechanism, or propagated / unaffected (none).
-ROLES: tuple[str, ...] = (*MECHANISMS, "propagated", "none")
+#: Every role a component can play: a root mechanism, or, when it is not the root, propagated
+#: (latency and errors from a callee), loaded (arrivals from a caller) or unaffected (none).
+ROLES: tuple[str, ...] = (*MECHANISMS, "propagated", "loaded", "none")
 
 
 def config_sha256() -> str:
@@ -56,7 +57,7 @@ def config_sha256() -> str:
 def describe_library() -> str:
     """The library as text: name, summary, hidden state and signature of each mechanism."""
     lines = []
-    for name in ("none", *MECHANISMS, "propagated"):
+    for name in ("none", *MECHANISMS, "propagated", "loaded"):
         mech = REGISTRY[name]()
         sig = "  ".join(f"{r}{d}" for r, d in mech.signature.items())
         hidden = ", ".join(mech.hidden_state) or "-"

@@ -62,11 +62,20 @@ class Drivers:
     ``step`` is the fraction of each bin after the onset (0 before, 1 after); ``elapsed`` is
     the time since the onset as a fraction of the post-onset window (0 before, 1 at the end).
     ``err_base`` is the baseline error ratio, so effects on the logit scale become ratios.
+    ``lat_level`` is, per row, the baseline of a latency row over that of the centre latency
+    row (``lat``), e.g. p99 / p50: an added wait of d seconds raises p50 by d / p50 but p99
+    only by d / p99, so a mechanism that adds time needs the levels, one that multiplies it
+    does not. None means every level is 1.
     """
 
     step: pt.TensorVariable
     elapsed: pt.TensorVariable
     err_base: pt.TensorVariable
+    lat_level: pt.TensorVariable | None = None
+
+    def level(self, row: str) -> pt.TensorVariable | float:
+        """Baseline level of latency row ``row`` relative to the centre latency row."""
+        return 1.0 if self.lat_level is None else self.lat_level[ROW[row]]
 
 
 @dataclass

@@ -13,10 +13,16 @@ Observation model, per row r and bin t (a row is a signal on its scale-free axis
 modest factor (prior scale ``DRIFT_SD``, about 35 %, heavy-tailed) with no mechanism behind
 it, as load and background work do between two windows. A mechanism must explain changes
 beyond that, so evidence grows with the size of a change, not with how many bins or rows
-show it.
+show it. How much normal variation an incident has is not known in advance (two separate
+recordings differ far more than two halves of one), so the drift's prior scale is
+multiplied by ``drift_mult``, data: the engine fits a few values and lets the hypotheses,
+which share one value across all components, weigh them (see ``inference.hypotheses``).
 
-with missing samples masked out of the likelihood (not imputed) and the whole likelihood
-raised to ``weight`` (1 unless the evidence is tempered for autocorrelated samples).
+with missing samples masked out of the likelihood (not imputed) and each bin's likelihood
+raised to its ``weight``: neighbouring bins of a real signal are not independent draws
+(load wanders over minutes), and counting them as such both overstates every evidence and
+lets any mechanism with a time shape (a ramp, a decaying burst) "explain" the wander; the
+engine sets the weight to the bin's effective share of an independent sample.
 """
 
 from __future__ import annotations
@@ -72,7 +78,9 @@ class ComponentInput:
     step: np.ndarray
     elapsed: np.ndarray
     err_base: float
-    weight: float = 1.0
+    weight: np.ndarray | float = 1.0  # per row and bin (len(ROWS), T), or one for all
+    drift_mult: float = 1.0
+    lat_level: np.ndarray | None = None  # per row; see ``Drivers.lat_level``
 
 
 def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
@@ -85,19 +93,23 @@ def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
         step = pm.Data("step", np.zeros(n_time))
         elapsed = pm.Data("elapsed", np.zeros(n_time))
         err_base = pm.Data("err_base", 0.01)
-        weight = pm.Data("weight", 1.0)
+        weight = pm.Data("weight", np.ones((n_rows, n_time)))
+        drift_mult = pm.Data("drift_mult", 1.0)
+        lat_level = pm.Data("lat_level", np.ones(n_rows))
 
         baseline = pm.Normal("baseline", 0.0, 2.0, shape=n_rows)
         noise_log = pm.Normal("noise_log", 0.0, 0.5, shape=n_rows)
-        drift_own = pm.StudentT("drift", nu=DRIFT_NU, mu=0.0, sigma=DRIFT_SCALE, shape=n_rows)
-        load_drift = pm.Normal("load_drift", mu=0.0, sigma=DRIFT_SD)
+        drift_own = pm.StudentT("drift", nu=DRIFT_NU, mu=0.0, sigma=DRIFT_SCALE * drift_mult,
+                                shape=n_rows)
+        load_drift = pm.Normal("load_drift", mu=0.0, sigma=DRIFT_SD * drift_mult)
         drift = drift_own + load_drift * LOAD_ROWS
         # Noise may grow beyond the baseline spread but not collapse below half of it: exactly
         # constant rows (quantised histogram latencies) would otherwise be infinite evidence.
         sigma = pm.Deterministic("sigma", scale * (0.5 + pt.exp(noise_log)))
 
         params = {k: prior.build(k) for k, prior in mechanism.priors.items()}
-        effects = mechanism.effects(params, Drivers(step=step, elapsed=elapsed, err_base=err_base))
+        effects = mechanism.effects(params, Drivers(step=step, elapsed=elapsed, err_base=err_base,
+                                                    lat_level=lat_level))
         zero = pt.zeros(n_time)
         effect = pt.stack([effects.rows.get(r, zero) * pt.ones(n_time) for r in ROWS])
         mu = pm.Deterministic(
@@ -110,7 +122,7 @@ def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
         # churn): predictive bands must use this, not the baseline ``sigma``.
         sigma_t = pm.Deterministic("sigma_t", sigma[:, None] * pt.exp(noise))
         logp = _student_t_logp(y, mu, sigma_t)
-        pm.Potential("loglik", weight * pt.sum(mask * logp))
+        pm.Potential("loglik", pt.sum(weight * mask * logp))
     return model
 
 
@@ -132,7 +144,11 @@ def set_component(model: pm.Model, data: ComponentInput) -> None:
             "step": data.step,
             "elapsed": data.elapsed,
             "err_base": float(data.err_base),
-            "weight": float(data.weight),
+            "weight": np.broadcast_to(np.asarray(data.weight, dtype=float),
+                                      np.shape(data.y)).copy(),
+            "drift_mult": float(data.drift_mult),
+            "lat_level": (np.ones(len(ROWS)) if data.lat_level is None
+                          else np.asarray(data.lat_level, dtype=float)),
         },
         model=model,
     )

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from latentcause.inference import ambiguity as amb
+from latentcause.inference.grid import independent_share
 from latentcause.inference.hypotheses import Hypothesis, combine, prior_weights
-from latentcause.models import MECHANISMS
+from latentcause.models import MECHANISMS, ROLES
 
 CLI = str(Path(sys.executable).parent / "latentcause")
 
@@ -37,8 +38,7 @@ def test_prior_is_even_over_mechanisms_with_none_as_one_of_them() -> None:
 def _evidence(components: list[str], strong: tuple[str, str] | None, n_k: int = 1,
               gain: float = 50.0) -> tuple[dict, dict]:
     """Flat evidence for every (component, role), ``gain`` nats more for ``strong``."""
-    roles = (*MECHANISMS, "propagated", "none")
-    log_e = {(c, r): np.zeros(n_k) for c in components for r in roles}
+    log_e = {(c, r): np.zeros(n_k) for c in components for r in ROLES}
     if strong is not None:
         log_e[strong] = log_e[strong] + gain
     log_se = {k: np.full(n_k, 0.1) for k in log_e}
@@ -86,6 +86,73 @@ def test_onset_is_marginalised_and_its_posterior_follows_the_evidence() -> None:
     post = combine(comps, log_e, log_se, np.full(3, 1 / 3), prior_weights(comps))
     assert int(np.argmax(post.onset_probability)) == 1
     assert post.onset_probability.sum() == pytest.approx(1.0)
+
+
+def test_one_scale_of_normal_variation_is_shared_by_every_component() -> None:
+    """A root that leaves the rest quiet wins over none once the drift scale is shared.
+
+    Two drift scales (rows): the root's change costs ``none`` 12 nats at the small scale and
+    2 at the large one; every other component fits 1 nat better at the small scale. Each
+    component alone prefers what it prefers; the hypotheses must choose one scale for all.
+    """
+    comps = ["root", "q1", "q2", "q3", "q4"]
+    log_e, log_se = _evidence(comps, None)
+    log_e = {k: np.array([[0.0], [0.0]]) for k in log_e}
+    log_se = {k: np.full((2, 1), 0.1) for k in log_se}
+    for c in comps[1:]:
+        for r in ROLES:
+            log_e[(c, r)] = np.array([[1.0], [0.0]])
+        log_e[(c, "propagated")] = log_e[(c, "propagated")] - 3.0  # Occam: nothing moved
+        log_e[(c, "loaded")] = log_e[(c, "loaded")] - 3.0
+    for r in ROLES:
+        log_e[("root", r)] = np.array([[-12.0], [-2.0]])
+    log_e[("root", "service_slowdown")] = np.array([[0.0], [-0.5]])
+    post = combine(comps, log_e, log_se, np.ones(1), prior_weights(comps),
+                   drift_prior=np.ones(2))
+    best = int(post.order()[0])
+    assert post.hypotheses[best] == Hypothesis("root", "service_slowdown")
+    assert int(post.best_drift[best]) == 0
+    assert post.drift_probability[0] > 3 * post.drift_probability[1]
+    # With one scale, 1-D tables give the same posterior as (1, K) ones.
+    flat = {k: v[1] for k, v in log_e.items()}
+    one = combine(comps, flat, {k: v[1] for k, v in log_se.items()}, np.ones(1),
+                  prior_weights(comps))
+    two = combine(comps, {k: v[1:] for k, v in log_e.items()},
+                  {k: v[1:] for k, v in log_se.items()}, np.ones(1), prior_weights(comps),
+                  drift_prior=np.ones(1))
+    assert np.allclose(one.probability, two.probability)
+
+
+def test_a_callee_loaded_by_its_caller_supports_the_caller_as_root() -> None:
+    """Load flows down the call graph: a callee whose rate rose backs a surge above it."""
+    comps = ["front", "db"]
+    log_e, log_se = _evidence(comps, None)
+    log_e[("front", "traffic_surge")] = np.array([20.0])
+    log_e[("db", "traffic_surge")] = np.array([20.0])
+    log_e[("db", "loaded")] = np.array([18.0])
+    log_e[("front", "loaded")] = np.array([0.0])
+    graph = {"front": frozenset({"db"}), "db": frozenset()}
+    post = combine(comps, log_e, log_se, np.ones(1), prior_weights(comps), graph)
+    p = dict(zip([h.label for h in post.hypotheses], post.probability, strict=True))
+    assert p["front/traffic_surge"] > 5 * p["db/traffic_surge"]
+    i = [h.label for h in post.hypotheses].index("front/traffic_surge")
+    assert post.loaded[i, comps.index("db")] > 0.99
+
+
+def test_independent_share_counts_correlated_bins_for_less() -> None:
+    rng = np.random.default_rng(3)
+    white = rng.standard_normal(64)
+    widths = np.ones(64)
+    assert independent_share(white[:16], widths, 1.0).min() > 0.6
+    walk = np.zeros(64)
+    for t in range(1, 64):  # AR(1), correlation 0.8 between neighbours
+        walk[t] = 0.8 * walk[t - 1] + rng.standard_normal()
+    share = independent_share(walk[:32], widths, 1.0)
+    assert 0.1 <= share.max() < 0.35
+    # Narrower bins of the same process are more correlated, so they count for less.
+    narrow = independent_share(walk[:32], np.full(64, 0.25), 1.0)
+    assert np.all(narrow < share)
+    assert np.all(independent_share(np.full(16, 2.0), widths, 1.0) == 1.0)
 
 
 # ----------------------------------------------------------------------------- ambiguity

@@ -93,16 +93,16 @@ def _drivers_input(y: np.ndarray | None = None, mask: np.ndarray | None = None,
 # Registry, configuration, construction checks
 
 
-def test_registry_holds_the_vocabulary_and_the_propagated_role() -> None:
-    for name in (*VOCABULARY, "propagated"):
+def test_registry_holds_the_vocabulary_and_the_non_root_roles() -> None:
+    for name in (*VOCABULARY, "propagated", "loaded"):
         assert name in REGISTRY, name
         cls = REGISTRY[name]
         assert issubclass(cls, Mechanism)
         assert cls.name == name
         assert cls.summary
     assert set(MECHANISMS) == set(VOCABULARY) - {"none"}
-    assert set(ROLES) == {*VOCABULARY, "propagated"}
-    assert [n for n in REGISTRY if not REGISTRY[n].is_root] == ["propagated"]
+    assert set(ROLES) == {*VOCABULARY, "propagated", "loaded"}
+    assert [n for n in REGISTRY if not REGISTRY[n].is_root] == ["propagated", "loaded"]
 
 
 def test_signatures_name_known_rows_and_directions() -> None:
@@ -232,20 +232,27 @@ def test_mechanisms_command_lists_hidden_state_and_signature() -> None:
 
 @cache
 def effect_fn(name: str) -> Callable[..., tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """``f(**params, err_base=0.01) -> (rows (len(ROWS), T), hidden)`` on the mid-grid onset."""
+    """``f(**params, err_base=0.01, lat_level=None) -> (rows (len(ROWS), T), hidden)``.
+
+    On the mid-grid onset; ``lat_level`` (per row, default all 1) as in ``Drivers``.
+    """
     mech = REGISTRY[name]()
     params = {k: pt.dscalar(k) for k in mech.priors}
     step, elapsed, err_base = pt.dvector("step"), pt.dvector("elapsed"), pt.dscalar("err_base")
-    eff = mech.effects(params, Drivers(step=step, elapsed=elapsed, err_base=err_base))
+    level = pt.dvector("lat_level")
+    eff = mech.effects(params, Drivers(step=step, elapsed=elapsed, err_base=err_base,
+                                       lat_level=level))
     ones = pt.ones_like(step)
     rows = pt.stack([eff.rows.get(r, 0.0 * step) * ones for r in ROWS])
     hidden_names = list(eff.hidden)
-    fn = pytensor.function([*params.values(), step, elapsed, err_base],
+    fn = pytensor.function([*params.values(), step, elapsed, err_base, level],
                            [rows, *(eff.hidden[h] * ones for h in hidden_names)],
                            on_unused_input="ignore", **FAST)
 
-    def evaluate(err_base: float = 0.01, **kw: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        rows_v, *hid = fn(*(float(kw[k]) for k in mech.priors), STEP, ELAPSED, err_base)
+    def evaluate(err_base: float = 0.01, lat_level: np.ndarray | None = None,
+                 **kw: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        levels = np.ones(len(ROWS)) if lat_level is None else lat_level
+        rows_v, *hid = fn(*(float(kw[k]) for k in mech.priors), STEP, ELAPSED, err_base, levels)
         return np.asarray(rows_v), dict(zip(hidden_names, map(np.asarray, hid), strict=True))
 
     evaluate.hidden = hidden_names  # type: ignore[attr-defined]
@@ -400,12 +407,25 @@ def test_same_utilisation_same_queueing_delay_from_either_cause() -> None:
 
 
 def test_service_slowdown_leaves_cpu_and_rate_flat() -> None:
-    rows, hidden = effect_fn("service_slowdown")(log_slowdown=1.2, rho0=0.3)
+    rows, hidden = effect_fn("service_slowdown")(delay=2.0, rho0=0.3)
     for r in ("cpu", "rps", "err", "mem"):
         assert np.all(rows[R[r]] == 0.0), r
-    assert np.allclose(post(rows, "lat"), 1.2)
+    assert np.allclose(post(rows, "lat"), np.log(3.0))
     assert np.allclose(rows[:, PRE], 0.0)
-    assert np.allclose(hidden["latency_ratio"][POST], np.exp(1.2))
+    assert np.allclose(hidden["latency_ratio"][POST], 3.0)
+
+
+def test_service_slowdown_adds_seconds_so_the_tail_grows_less_in_ratio() -> None:
+    # p99 four times p50: a wait of 2 p50s triples p50 but raises p99 by only half, where a
+    # capacity loss (queueing) raises both by the same ratio.
+    levels = np.ones(len(ROWS))
+    levels[R["lat_tail"]] = 4.0
+    rows, _ = effect_fn("service_slowdown")(delay=2.0, rho0=0.3, lat_level=levels)
+    assert np.allclose(post(rows, "lat"), np.log(3.0))
+    assert np.allclose(post(rows, "lat_tail"), np.log(1.5))
+    loss, _ = effect_fn("capacity_loss")(log_capacity_loss=0.5, cpu_shift=0.0, rho0=0.5,
+                                         sat_err=1.0, lat_ceiling=CEILING, lat_level=levels)
+    assert np.allclose(post(loss, "lat"), post(loss, "lat_tail"))
 
 
 def test_error_fault_raises_errors_with_latency_flat_or_lower() -> None:
@@ -454,18 +474,16 @@ def test_memory_leak_raises_memory_as_step_and_ramp() -> None:
             assert np.allclose(rows[R["cpu"], PRE], 0.0)
 
 
-def test_retry_storm_stays_overloaded_after_the_trigger_decays() -> None:
+def test_retry_storm_is_sustained_by_its_retries() -> None:
     f = effect_fn("retry_storm")
-    kw = {"err_rise": 3.5, "trigger": 1.0, "trigger_len": 0.08, "rho0": 0.2, "sat_err": 1.0,
-          "lat_ceiling": CEILING}
+    kw = {"err_rise": 3.5, "rho0": 0.2, "sat_err": 1.0, "lat_ceiling": CEILING}
     storm, hidden = f(retries=3.0, **kw)
-    alone, _ = f(retries=1e-6, **kw)  # the same trigger burst with no retries
-    late = slice(N_TIME - 3, N_TIME)  # elapsed near 1: the burst is down to exp(-11)
-    assert ELAPSED[late].min() > 0.9
-    # Without retries, rate returns to baseline once the burst has decayed.
-    assert np.all(np.abs(alone[R["rps"], late]) < 0.01)
-    assert np.all(np.abs(alone[R["cpu"], late]) < 0.01)
-    assert alone[R["rps"], ONSET] > 0.5
+    alone, _ = f(retries=1e-6, **kw)  # the same errors with no retries
+    late = slice(N_TIME - 3, N_TIME)
+    # Without retries the errors bring no extra load: rate and cpu stay at baseline.
+    assert np.all(np.abs(alone[R["rps"]]) < 0.01)
+    assert np.all(np.abs(alone[R["cpu"]]) < 0.01)
+    assert np.allclose(storm[:, PRE], 0.0)
     # With retries the rate and errors stay up: a sustained state, the amplification's.
     amp = hidden["amplification"][late]
     assert np.all(amp > 0.5)
