@@ -206,10 +206,10 @@ def posterior_of(grid: Grid, kept: list[int], fits: dict[FitKey, Fit], obs: Obse
     """The posterior over hypotheses, onsets and drift scales from the fits."""
     log_e, log_se = _evidence_table(grid, kept, fits)
     onset_prior = np.array([grid.candidates[k].prior for k in kept])
-    return combine([c.name for c in grid.components], log_e, log_se,
-                   onset_prior / onset_prior.sum(), prior_weights(
-                       [c.name for c in grid.components], p_none),
-                   obs.call_graph, drift_prior=np.ones(len(DRIFT_MULTS)))
+    names = [c.name for c in grid.components]
+    return combine(names, log_e, log_se, onset_prior / onset_prior.sum(),
+                   prior_weights(names, p_none), obs.call_graph,
+                   drift_prior=np.ones(len(DRIFT_MULTS)))
 
 
 # ----------------------------------------------------------------------------- posterior data

@@ -77,14 +77,12 @@ def prior_weights(components: Sequence[str],
 
 
 def _callees(graph: Mapping[str, frozenset[str]], root: str) -> set[str]:
-    """Every component ``root`` calls directly or through others."""
-    found: set[str] = set()
-    frontier = {root}
-    while frontier:
-        nxt = set().union(*(graph.get(c, frozenset()) for c in frontier)) - found
-        found |= nxt
-        frontier = nxt
-    return found - {root}
+    """Every component ``root`` calls directly or through others: its callers, graph reversed."""
+    reverse: dict[str, set[str]] = {}
+    for caller, callees in graph.items():
+        for callee in callees:
+            reverse.setdefault(callee, set()).add(caller)
+    return _callers({c: frozenset(v) for c, v in reverse.items()}, root)
 
 
 def role_of(post: Posterior, h_i: int, c_i: int) -> str:
