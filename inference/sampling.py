@@ -4,9 +4,10 @@ Evidence comes from the fast estimator; the trajectories the report shows come f
 posterior draws. The sampler is PyMC's NUTS, driven step by step here rather than through
 ``pm.sample`` so that nothing is compiled per call: the step (its log-density and gradient)
 and the function that turns a draw into the model's named quantities are compiled once per
-role and reused for every component, onset and incident. The Laplace covariance at the MAP
-is the dense mass matrix, so NUTS needs only step-size tuning (measured on sock-shop
-carts-cpu/1: tree depth 4 instead of 7 with a diagonal metric adapted from scratch).
+role and reused for every component, onset and incident. The Laplace covariance at the MAP,
+its variances clipped where the curvature vanishes, is the dense mass matrix, so NUTS needs
+only step-size tuning (measured on sock-shop carts-cpu/1: tree depth 4 instead of 7 with a
+diagonal metric adapted from scratch).
 
 When R-hat, bulk ESS or divergences fail, sampling is retried once with longer chains and a
 higher target acceptance; if it still fails, ``converged`` is False and the report says so.
@@ -32,12 +33,23 @@ from latentcause.inference.compiled import load_or_build
 from latentcause.inference.pool import map_tasks
 from latentcause.models import REGISTRY, ComponentInput, build_model, set_component
 
-__all__ = ["Diagnostics", "LeaderSampler", "diagnose", "sampler"]
+__all__ = ["Diagnostics", "LeaderSampler", "clipped_metric", "diagnose", "sampler"]
 
 log = logging.getLogger(__name__)
 
 RHAT_MAX = 1.01
 ESS_MIN_PER_CHAIN = 100
+#: Largest variance the metric keeps in any direction of the unconstrained space, where the
+#: priors put the parameters within a few units. The Laplace covariance is floored at
+#: precision 1e-3 (variance 1000) where the MAP's curvature vanishes: a metric that wide in
+#: one direction forces a tiny step size in all (simulated 011, orders capacity_loss: step
+#: 0.0006 and tree depth 10 on every draw, 45 s for 350 iterations of one chain; clipped at 1:
+#: step 0.13, depth 6, 5 s).
+METRIC_MAX_VARIANCE = 1.0
+#: Trees deeper than this stop growing (PyMC's default is 10): it bounds a draw at 256
+#: gradient evaluations, so a badly shaped posterior costs minutes, not half an hour, and the
+#: shortfall shows up in ESS and R-hat rather than in the wall time.
+MAX_TREE_DEPTH = 8
 #: Spread of the chains' starting points around the MAP, in Laplace standard deviations:
 #: overdispersed, so R-hat can tell chains that have not mixed.
 _START_SPREAD = 1.5
@@ -86,6 +98,14 @@ def diagnose(idata: az.InferenceData, free: list[str], chains: int, draws: int,
                        tune=tune)
 
 
+def clipped_metric(cov: np.ndarray) -> np.ndarray:
+    """``cov`` with its variances held at ``METRIC_MAX_VARIANCE`` along every eigenvector."""
+    vals, vecs = np.linalg.eigh(0.5 * (cov + cov.T))
+    vals = np.clip(vals, 1e-10, METRIC_MAX_VARIANCE)
+    out = (vecs * vals) @ vecs.T
+    return np.asarray(0.5 * (out + out.T))
+
+
 class LeaderSampler:
     """PyMC's NUTS step for one role's model, compiled once, with a per-call dense metric."""
 
@@ -97,7 +117,9 @@ class LeaderSampler:
         size = sum(int(np.prod(s)) for s in self._shapes.values())
         with model, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            self.step = pm.NUTS(potential=QuadPotentialFull(np.eye(size)), target_accept=0.9)
+            self.step = pm.NUTS(potential=QuadPotentialFull(np.eye(size)), target_accept=0.9,
+                                max_treedepth=MAX_TREE_DEPTH,
+                                early_max_treedepth=MAX_TREE_DEPTH)
         self._step_names = [v.name for v in self.step.vars]
         # Named outputs of a draw: free parameters in their own space, and deterministics.
         self.names = [rv.name for rv in model.free_RVs] + [d.name for d in model.deterministics]
@@ -163,6 +185,7 @@ class LeaderSampler:
         set_component(self.model, data)
         free = [rv.name for rv in self.model.free_RVs]
         tune = max(draws // 2, 150)
+        cov = clipped_metric(cov)
         chol = np.linalg.cholesky(cov)
         idata, diag = None, None
         runs: list[tuple[np.ndarray, dict[str, list]]] = []
@@ -172,7 +195,7 @@ class LeaderSampler:
                 # The Laplace curvature was a poor metric (a posterior against a boundary, a
                 # ridge between drift and effect): use the draws' own covariance instead.
                 pooled = np.concatenate([xs for xs, _ in runs])
-                cov = np.cov(pooled, rowvar=False) + 1e-6 * np.eye(x_map.size)
+                cov = clipped_metric(np.cov(pooled, rowvar=False) + 1e-6 * np.eye(x_map.size))
                 chol = np.linalg.cholesky(cov)
 
             def chain(c: int, cov: np.ndarray = cov, chol: np.ndarray = chol,
