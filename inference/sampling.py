@@ -51,6 +51,10 @@ METRIC_MAX_VARIANCE = 1.0
 #: gradient evaluations, so a badly shaped posterior costs minutes, not half an hour, and the
 #: shortfall shows up in ESS and R-hat rather than in the wall time.
 MAX_TREE_DEPTH = 8
+#: A retry that fails R-hat by no more than this, without divergences, is extended by as
+#: many draws again rather than reported as failed (measured on the bundled catalogue example
+#: and simulated 005: R-hat 1.016 and 1.012 with bulk ESS above 300).
+_EXTEND_RHAT = 1.05
 #: Spread of the chains' starting points around the MAP, in Laplace standard deviations:
 #: overdispersed, so R-hat can tell chains that have not mixed.
 _START_SPREAD = 1.5
@@ -142,7 +146,9 @@ class LeaderSampler:
         return np.concatenate([np.asarray(point[n]).ravel() for n in self._value_names])
 
     def _chain(self, start: np.ndarray, cov: np.ndarray, rng: np.random.Generator,
-               tune: int, draws: int, target_accept: float) -> tuple[np.ndarray, dict[str, list]]:
+               tune: int, draws: int, target_accept: float, step_size: float | None = None,
+               ) -> tuple[np.ndarray, dict[str, list]]:
+        """One chain from ``start``; with ``tune=0``, ``step_size`` is the step it keeps."""
         step = self.step
         q = self._raveled(start)
         order = [self._value_names.index(n) for n in self._step_names]
@@ -152,7 +158,8 @@ class LeaderSampler:
         step.potential = potential
         step.integrator._potential = potential
         size = start.size
-        step.step_adapt = DualAverageAdaptation(0.25 / size**0.25, target_accept, 0.05, 0.75, 10)
+        initial = step_size if step_size is not None else 0.25 / size**0.25
+        step.step_adapt = DualAverageAdaptation(initial, target_accept, 0.05, 0.75, 10)
         step.target_accept = target_accept
         step.set_rng(rng)
         step.tune = True
@@ -212,6 +219,19 @@ class LeaderSampler:
         runs = self._chains(x_map, cov, seed, 1, tune2, draws, 0.95, chains, workers)
         idata = self._inference_data(runs)
         diag = diagnose(idata, free, chains, draws, tune + draws + tune2, rows=rows)
+        if not diag.converged and diag.divergences == 0 and diag.rhat_max <= _EXTEND_RHAT:
+            # Mixing, but not long enough for R-hat, the maximum over dozens of parameters,
+            # to settle under 1.01: carry the same chains on, same metric and step size.
+            def resume(c: int) -> tuple[np.ndarray, dict[str, list]]:
+                xs, stats = runs[c]
+                rng = np.random.default_rng([seed, 2, c])
+                return self._chain(xs[-1], cov, rng, 0, draws, 0.95, stats["step_size"][-1])
+
+            more = map_tasks(resume, list(range(chains)), workers, min_tasks=2)
+            runs = [(np.concatenate([xs, xs2]), {k: st[k] + st2[k] for k in st})
+                    for (xs, st), (xs2, st2) in zip(runs, more, strict=True)]
+            idata = self._inference_data(runs)
+            diag = diagnose(idata, free, chains, 2 * draws, tune + draws + tune2, rows=rows)
         if not diag.converged:
             log.warning("NUTS still did not converge (R-hat %.3f, bulk ESS %.0f, %d "
                         "divergences)", diag.rhat_max, diag.ess_bulk_min, diag.divergences)
