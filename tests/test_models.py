@@ -628,7 +628,8 @@ def test_finite_logp_and_gradient_at_start_points(role: str, incidents: dict[str
         for label, data in _inputs(grid):
             set_component(f.model, data)
             for i, x in enumerate([f._x0, *f._starts(data)]):
-                lp, grad, mu, sigma = f._fn(x)
+                lp, grad = f._fg(x)
+                mu, sigma = f.predict(x)
                 checked += 1
                 if not (np.isfinite(lp) and np.all(np.isfinite(grad))
                         and np.all(np.isfinite(mu)) and np.all(np.asarray(sigma) > 0)):
