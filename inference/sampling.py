@@ -187,13 +187,19 @@ class LeaderSampler:
                ) -> tuple[az.InferenceData, Diagnostics]:
         """Sample the model on ``data``; if diagnostics fail, sample once more on a better metric.
 
-        The first attempt's draws then serve as warm-up: their covariance is the second
+        The first attempt is short (tune 150, three fifths of ``draws``): on most leaders
+        the Laplace metric does not mix well enough to pass on its own (5 of 7 measured),
+        so it serves mainly as warm-up. When it fails, its draws' covariance is the second
         attempt's metric, and fresh chains start around the MAP with a short step-size tune
-        (``tune`` reported is every iteration before the kept draws). Measured from cached
-        fits (sock-shop carts-cpu/1): 14.6 s and converged, where a restart with twice the
-        tune and draws took 27 to 41 s. Carrying the first chains on from their last draws
-        instead did not converge there (R-hat 1.07): one chain had wandered down the ridge
-        between drift and effect, and the pooled metric was too narrow to bring it back.
+        (``tune`` reported is every iteration before the kept draws). Carrying the first
+        chains on from their last draws instead did not converge on sock-shop carts-cpu/1
+        (R-hat 1.07): one chain had wandered down the ridge between drift and effect.
+
+        Measured from cached fits of seven leaders (sock-shop carts-cpu/1, orders-cpu/2,
+        payment-mem/1, the bundled catalogue example, simulated 002, 005, 011): 84 s in
+        all and 6 converged, against 90 s and 5 with a full-length first attempt, and 27 to
+        41 s on carts-cpu/1 alone for the restart with twice the tune and draws this
+        replaced.
 
         Chains run side by side on up to ``workers`` forked processes. Each chain seeds its
         own generator from (seed, attempt, chain), so the draws do not depend on ``workers``.
@@ -201,11 +207,11 @@ class LeaderSampler:
         set_component(self.model, data)
         free = [rv.name for rv in self.model.free_RVs]
         rows = cast(np.ndarray, data.mask.any(axis=1))
-        tune = max(draws // 2, 150)
-        runs = self._chains(x_map, clipped_metric(cov), seed, 0, tune, draws, 0.9, chains,
+        tune, first = 150, max(3 * draws // 5, 150)
+        runs = self._chains(x_map, clipped_metric(cov), seed, 0, tune, first, 0.9, chains,
                             workers)
         idata = self._inference_data(runs)
-        diag = diagnose(idata, free, chains, draws, tune, rows=rows)
+        diag = diagnose(idata, free, chains, first, tune, rows=rows)
         if diag.converged:
             return idata, diag
         log.warning("NUTS did not converge (R-hat %.3f, bulk ESS %.0f, %d divergences); "
@@ -218,7 +224,7 @@ class LeaderSampler:
         tune2 = max(tune // 2, 100)
         runs = self._chains(x_map, cov, seed, 1, tune2, draws, 0.95, chains, workers)
         idata = self._inference_data(runs)
-        diag = diagnose(idata, free, chains, draws, tune + draws + tune2, rows=rows)
+        diag = diagnose(idata, free, chains, draws, tune + first + tune2, rows=rows)
         if not diag.converged and diag.divergences == 0 and diag.rhat_max <= _EXTEND_RHAT:
             # Mixing, but not long enough for R-hat, the maximum over dozens of parameters,
             # to settle under 1.01: carry the same chains on, same metric and step size.
@@ -231,7 +237,7 @@ class LeaderSampler:
             runs = [(np.concatenate([xs, xs2]), {k: st[k] + st2[k] for k in st})
                     for (xs, st), (xs2, st2) in zip(runs, more, strict=True)]
             idata = self._inference_data(runs)
-            diag = diagnose(idata, free, chains, 2 * draws, tune + draws + tune2, rows=rows)
+            diag = diagnose(idata, free, chains, 2 * draws, tune + first + tune2, rows=rows)
         if not diag.converged:
             log.warning("NUTS still did not converge (R-hat %.3f, bulk ESS %.0f, %d "
                         "divergences)", diag.rhat_max, diag.ess_bulk_min, diag.divergences)
