@@ -24,7 +24,7 @@ import os
 import pickle
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import TypeVar
@@ -36,8 +36,9 @@ import pytensor
 
 import latentcause.models as models_pkg
 from latentcause import __version__
+from latentcause.inference.pool import map_tasks
 
-__all__ = ["cache_dir", "load_or_build"]
+__all__ = ["build_missing", "cache_dir", "load_or_build"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,30 @@ def load_or_build(name: str, build: Callable[[], T]) -> T:
     obj = build()
     _store(path, obj)
     return obj
+
+
+def build_missing(builders: Mapping[str, Callable[[], object]], workers: int) -> list[str]:
+    """Build and store the entries of ``builders`` not cached yet, side by side; their names.
+
+    Compiling is one core's work per graph, and a cold start compiles every role: serially,
+    125 s of a 184 s cold analysis of a sock-shop incident (13 components) on this 2-core
+    machine. Here forked children build their share of the missing entries at once and store
+    them; the caller then loads every entry with ``load_or_build`` as usual. Nothing passes
+    back through the fork but the names, so without a cache (``LATENTCAUSE_CACHE_DIR=off``)
+    there is nowhere to put the results and nothing is done: the caller builds serially.
+    """
+    folder = cache_dir()
+    if folder is None:
+        return []
+    missing = [name for name in builders if not (folder / f"{name}.pkl").exists()]
+    if len(missing) < 2:
+        return []
+
+    def build_one(name: str) -> str:
+        load_or_build(name, builders[name])
+        return name
+
+    return map_tasks(build_one, missing, workers, min_tasks=2)
 
 
 def _store(path: Path, obj: object) -> None:

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from latentcause import __version__
 from latentcause.inference import ambiguity as amb
-from latentcause.inference.evidence import Fit, fitter
+from latentcause.inference.evidence import Fit, fitter, prepare_fitters
 from latentcause.inference.grid import N_TIME, ComponentGrid, Grid, make_grid
 from latentcause.inference.hypotheses import (
     Hypothesis,
@@ -162,8 +162,7 @@ def evidence_fits(grid: Grid, kept: list[int], *, seed: int, workers: int,
     """
     if say is not None:
         say("compiling the mechanism models (cached after the first run)", 0.0)
-    for role in ROLES:
-        fitter(role, N_TIME)
+    prepare_fitters(ROLES, N_TIME, workers)
     tasks = [(c_i, r_i, k, s) for r_i, role in enumerate(ROLES)
              for c_i in range(len(grid.components))
              for k in (kept[:1] if role == "none" else kept)

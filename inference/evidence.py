@@ -19,7 +19,9 @@ slow tier's simulation-based calibration checks against NUTS and the truth.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import cast
 
 import numpy as np
@@ -28,10 +30,10 @@ import pytensor.tensor as pt
 from pymc.pytensorf import join_nonshared_inputs
 from scipy import optimize, special
 
-from latentcause.inference.compiled import load_or_build
+from latentcause.inference.compiled import build_missing, load_or_build
 from latentcause.models import REGISTRY, ComponentInput, Mechanism, build_model, set_component
 
-__all__ = ["Fit", "RoleFitter", "WeightedDraws", "fitter"]
+__all__ = ["Fit", "RoleFitter", "WeightedDraws", "fitter", "prepare_fitters"]
 
 log = logging.getLogger(__name__)
 
@@ -285,14 +287,22 @@ def _covariance(neg_hessian: np.ndarray) -> np.ndarray:
 _CACHE: dict[tuple[str, int], RoleFitter] = {}
 
 
+def _build(role: str, n_time: int) -> RoleFitter:
+    log.debug("compiling the %s model", role)
+    return RoleFitter(REGISTRY[role](), n_time)
+
+
 def fitter(role: str, n_time: int) -> RoleFitter:
     """The compiled fitter of ``role`` (a mechanism name, ``propagated`` or ``none``), cached."""
     key = (role, n_time)
     if key not in _CACHE:
-
-        def build() -> RoleFitter:
-            log.debug("compiling the %s model", role)
-            return RoleFitter(REGISTRY[role](), n_time)
-
-        _CACHE[key] = load_or_build(f"fitter-{role}-{n_time}", build)
+        _CACHE[key] = load_or_build(f"fitter-{role}-{n_time}", lambda: _build(role, n_time))
     return _CACHE[key]
+
+
+def prepare_fitters(roles: Sequence[str], n_time: int, workers: int) -> None:
+    """Make the fitters of ``roles`` ready, compiling the missing ones on ``workers`` cores."""
+    build_missing({f"fitter-{r}-{n_time}": partial(_build, r, n_time)
+                   for r in roles if (r, n_time) not in _CACHE}, workers)
+    for role in roles:
+        fitter(role, n_time)

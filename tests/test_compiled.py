@@ -75,6 +75,28 @@ def test_off_disables_and_unwritable_is_skipped(tmp_path: Path,
     assert "could not cache" in caplog.text
 
 
+def _fail_if_built() -> object:
+    raise AssertionError("the parent built an entry the children had stored")
+
+
+def test_missing_entries_are_built_in_children_and_loaded_by_the_parent(
+        cache_root: Path) -> None:
+    """A cold start compiles its roles side by side; the parent then only loads them."""
+    compiled.load_or_build("kept", lambda: "old")
+    builders = {"kept": _fail_if_built, "a": lambda: {"a": 1}, "b": lambda: [2],
+                "c": lambda: "three"}
+    built = compiled.build_missing(builders, workers=2)
+    assert sorted(built) == ["a", "b", "c"]  # what was there is not built again
+    assert [compiled.load_or_build(n, _fail_if_built) for n in ("a", "b", "c")] == [
+        {"a": 1}, [2], "three"]
+    assert compiled.build_missing(builders, workers=2) == []
+
+
+def test_nothing_is_built_apart_without_a_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LATENTCAUSE_CACHE_DIR", "off")
+    assert compiled.build_missing({"a": _fail_if_built, "b": _fail_if_built}, workers=2) == []
+
+
 def test_key_follows_the_graph_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Any edit to the code that builds the graphs must miss the old entries."""
     names = {p.name for p in compiled._source_files()}
