@@ -80,6 +80,14 @@ class AnalysisResult:
 FitKey = tuple[str, str, int, int]
 
 
+def fit_key(comp: str, role: str, k: int, s: int, kept: list[int]) -> FitKey:
+    """Key of the fit of ``comp`` in ``role`` at candidate ``k``: ``none`` has one, at kept[0].
+
+    Nothing moves at the onset under ``none``, so ``evidence_fits`` fits it only there.
+    """
+    return (comp, role, kept[0] if role == "none" else k, s)
+
+
 def _input(comp: ComponentGrid, grid: Grid, k: int, s: int) -> ComponentInput:
     cand = grid.candidates[k]
     return ComponentInput(y=comp.y, mask=comp.mask, scale=comp.scale, step=cand.step,
@@ -192,7 +200,7 @@ def _evidence_table(grid: Grid, kept: list[int], fits: dict[FitKey, Fit]) -> tup
     log_se: dict[tuple[str, str], np.ndarray] = {}
     for role in ROLES:
         for comp in grid.components:
-            vals = [[fits[(comp.name, role, kept[0] if role == "none" else k, s)] for k in kept]
+            vals = [[fits[fit_key(comp.name, role, k, s, kept)] for k in kept]
                     for s in range(len(DRIFT_MULTS))]
             log_e[(comp.name, role)] = np.array([[v.log_evidence for v in row] for row in vals])
             log_se[(comp.name, role)] = np.array([[min(v.stderr, _SE_CAP) for v in row]
@@ -237,7 +245,7 @@ def _inference_data(grid: Grid, post: Posterior, leader_i: int, k: int, s: int,
             mu, sigma = mu_root, sigma_root
         else:
             role = role_of(post, leader_i, c_i)
-            fit = fits[(comp.name, role, k if role != "none" else kept[0], s)]
+            fit = fits[fit_key(comp.name, role, k, s, kept)]
             mu, sigma = _laplace_predict(role, fit, n_chain * n_draw, rng)
             mu = mu.reshape(n_chain, n_draw, *mu.shape[1:])
             sigma = sigma.reshape(n_chain, n_draw, *sigma.shape[1:])
@@ -344,8 +352,8 @@ def _ambiguity(grid: Grid, post: Posterior, kept: list[int],
             role = role_of(post, h_i, names.index(comp))
         else:
             role = "none"
-        k = kept[0] if role == "none" else k
-        return role, k, fits[(comp, role, k, s)]
+        key = fit_key(comp, role, k, s, kept)
+        return role, key[2], fits[key]
 
     def simulate(j: int, comp: str, row: str) -> np.ndarray | None:
         h_i = lead[j]
