@@ -100,6 +100,7 @@ def run_case(case: dict[str, Any], seed: int, extra: list[str]) -> dict[str, Any
     return {
         **case, "ok": True, "wall_s": wall,
         "top": [top["component"], top["mechanism"]], "top_p": top["probability"],
+        "p_leading": [h["probability"] for h in hyps[:3]],
         "component_rank": (ranked_components.index(true_c) + 1
                            if true_c in ranked_components else None),
         "top1_pair": (top["component"], top["mechanism"]) == (true_c, truth["mechanism"]),
