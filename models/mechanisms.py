@@ -125,18 +125,24 @@ class CapacityLoss(Mechanism):
 
     Latency climbs the same queueing curve from a smaller capacity, up to the timeout
     ceiling; the response rate is unchanged (arrivals are); cpu rises with a hog sharing the
-    cores and falls when throttled, so its change is free in sign.
+    cores and falls when throttled, so its change is free in sign. A hog in the container
+    brings its own memory, a lost replica or a throttle can shed some, so memory may step
+    by a modest amount either way (model version 6): before, the memory that came with a
+    cpu hog had to pass for normal variation, and sock-shop's user-cpu incidents (memory
+    x1.7 with the hog) went to memory_leak at p 1.00.
     """
 
     name = "capacity_loss"
     summary = "the service rate fell (cpu contention or hog, throttling, lost replicas)"
     hidden_state = ("utilisation", "capacity_ratio", "latency_ratio", "error_ratio")
-    signature = {"rps": "0", "cpu": "~", "lat": "+", "lat_tail": "+", "err": "~", "mem": "0",
+    signature = {"rps": "0", "cpu": "~", "lat": "+", "lat_tail": "+", "err": "~", "mem": "~",
                  "self_time": "+"}
     priors = {
         "log_capacity_loss": Prior("HalfNormal", {"sigma": 1.0}, "log of capacity before / after"),
         "cpu_shift": Prior("Normal", {"mu": 0.0, "sigma": 2.0},
                            "log cpu change (hog +, throttle -)"),
+        "mem_shift": Prior("Normal", {"mu": 0.0, "sigma": 0.5},
+                           "log memory step (a hog's own memory +, a lost replica -)"),
         "rho0": _RHO0,
         "sat_err": _SAT_ERR,
         "lat_ceiling": _CEILING,
@@ -147,6 +153,7 @@ class CapacityLoss(Mechanism):
         rows, hidden = _queueing(params, d, 0.0 * d.step, log_cap)
         rows.pop("cpu_served")
         rows["cpu"] = params["cpu_shift"] * d.step
+        rows["mem"] = params["mem_shift"] * d.step
         return Effects(rows, hidden)
 
 

@@ -317,8 +317,8 @@ def test_unsaturated_queue_is_stationary(name: str, rho: float) -> None:
         cap = 1.0
     else:
         cap = rho0 / rho
-        rows, _ = effect_fn(name)(log_capacity_loss=-np.log(cap), cpu_shift=0.0, rho0=rho0,
-                                  sat_err=1.0, lat_ceiling=CEILING)
+        rows, _ = effect_fn(name)(log_capacity_loss=-np.log(cap), cpu_shift=0.0, mem_shift=0.0,
+                                  rho0=rho0, sat_err=1.0, lat_ceiling=CEILING)
     stationary = np.log((1 - rho0) / (cap * (1 - rho)))
     lat = post(rows, "lat")
     assert np.ptp(lat) < 0.005, lat                                # no backlog below rho = 1
@@ -366,8 +366,8 @@ def test_capacity_loss_raises_latency_at_unchanged_rate() -> None:
     losses = np.linspace(0.05, np.log(0.8 / rho0), 10)               # rho up to 0.8
     lat = []
     for loss in losses:
-        rows, hidden = f(log_capacity_loss=loss, cpu_shift=0.0, rho0=rho0, sat_err=1.0,
-                         lat_ceiling=CEILING)
+        rows, hidden = f(log_capacity_loss=loss, cpu_shift=0.0, mem_shift=0.0, rho0=rho0,
+                         sat_err=1.0, lat_ceiling=CEILING)
         assert np.allclose(rows[:, PRE], 0.0, atol=1e-9)
         assert np.all(post(rows, "rps") == 0.0), loss                # same arrivals answered
         assert np.all(np.abs(post(rows, "err")) < 0.05), loss       # timeouts only past rho = 1
@@ -381,17 +381,21 @@ def test_capacity_loss_raises_latency_at_unchanged_rate() -> None:
     assert np.all(np.diff(lat) > 0) and lat[0] > 0
     # Past saturation latency stops at the timeout and errors appear, while the rate of
     # responses (failures included) is still the unchanged arrivals.
-    sat, hidden = f(log_capacity_loss=np.log(1.5 / rho0), cpu_shift=0.0, rho0=rho0, sat_err=2.0,
-                    lat_ceiling=CEILING)                              # rho = 1.5
+    sat, hidden = f(log_capacity_loss=np.log(1.5 / rho0), cpu_shift=0.0, mem_shift=0.0,
+                    rho0=rho0, sat_err=2.0, lat_ceiling=CEILING)      # rho = 1.5
     assert np.all(post(sat, "rps") == 0.0)
     assert np.all(post(sat, "lat") <= CEILING + 0.5 * np.log1p(np.exp(-2 * CEILING)) + 1e-9)
     assert np.all(post(sat, "lat")[4:] > CEILING - 0.01)
     assert np.all(post(sat, "err") > 1.5) and np.all(hidden["error_ratio"][POST] > 0.05)
     # A hog raises cpu, throttling lowers it: the sign is the parameter's.
-    up, _ = f(log_capacity_loss=0.5, cpu_shift=0.4, rho0=rho0, sat_err=1.0, lat_ceiling=CEILING)
-    down, _ = f(log_capacity_loss=0.5, cpu_shift=-0.4, rho0=rho0, sat_err=1.0,
+    # A hog brings its own memory; a lost replica sheds some: memory steps either way too.
+    up, _ = f(log_capacity_loss=0.5, cpu_shift=0.4, mem_shift=0.3, rho0=rho0, sat_err=1.0,
+              lat_ceiling=CEILING)
+    down, _ = f(log_capacity_loss=0.5, cpu_shift=-0.4, mem_shift=-0.2, rho0=rho0, sat_err=1.0,
                 lat_ceiling=CEILING)
     assert np.allclose(post(up, "cpu"), 0.4) and np.allclose(post(down, "cpu"), -0.4)
+    assert np.allclose(post(up, "mem"), 0.3) and np.allclose(post(down, "mem"), -0.2)
+    assert np.allclose(up[R["mem"], PRE], 0.0)
 
 
 def test_same_utilisation_same_queueing_delay_from_either_cause() -> None:
@@ -400,7 +404,8 @@ def test_same_utilisation_same_queueing_delay_from_either_cause() -> None:
     surge, _ = effect_fn("traffic_surge")(log_load=np.log(factor), rho0=rho0, sat_err=1.0,
                                           lat_ceiling=CEILING)
     loss, _ = effect_fn("capacity_loss")(log_capacity_loss=np.log(factor), cpu_shift=0.0,
-                                         rho0=rho0, sat_err=1.0, lat_ceiling=CEILING)
+                                         mem_shift=0.0, rho0=rho0, sat_err=1.0,
+                                         lat_ceiling=CEILING)
     assert np.allclose(post(loss, "lat") - post(surge, "lat"), np.log(factor), atol=0.01)
     assert post(surge, "rps").mean() > 0.5 > abs(post(loss, "rps").mean())
     assert post(surge, "cpu").mean() > 0.5 > abs(post(loss, "cpu").mean())
@@ -423,8 +428,9 @@ def test_service_slowdown_adds_seconds_so_the_tail_grows_less_in_ratio() -> None
     rows, _ = effect_fn("service_slowdown")(delay=2.0, rho0=0.3, lat_level=levels)
     assert np.allclose(post(rows, "lat"), np.log(3.0))
     assert np.allclose(post(rows, "lat_tail"), np.log(1.5))
-    loss, _ = effect_fn("capacity_loss")(log_capacity_loss=0.5, cpu_shift=0.0, rho0=0.5,
-                                         sat_err=1.0, lat_ceiling=CEILING, lat_level=levels)
+    loss, _ = effect_fn("capacity_loss")(log_capacity_loss=0.5, cpu_shift=0.0, mem_shift=0.0,
+                                         rho0=0.5, sat_err=1.0, lat_ceiling=CEILING,
+                                         lat_level=levels)
     assert np.allclose(post(loss, "lat"), post(loss, "lat_tail"))
 
 
