@@ -14,12 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-__all__ = ["Ambiguity", "credible_set", "entropy_bits", "information_bits", "is_ambiguous"]
+__all__ = ["Ambiguity", "credible_set", "entropy_bits", "information_bits"]
 
 CREDIBLE_MASS = 0.95
-#: Posterior odds of the leader over its runner-up below which the two are not told apart:
-#: 10 is where Jeffreys' scale starts calling evidence strong (Kass and Raftery 1995).
-DOMINANCE_ODDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -44,19 +41,6 @@ def credible_set(p: np.ndarray, mass: float = CREDIBLE_MASS) -> list[int]:
     cum = np.cumsum(p[order])
     n = int(np.searchsorted(cum, mass - 1e-12) + 1)
     return [int(i) for i in order[:n]]
-
-
-def is_ambiguous(p: np.ndarray, odds: float = DOMINANCE_ODDS) -> bool:
-    """True when no hypothesis dominates: the runner-up holds over 1/``odds`` of the leader.
-
-    Ambiguity is about a rival the evidence cannot rule out, not about how much probability
-    is left over: a leader at 0.92 with the rest spread thinly over dozens of hypotheses is
-    singled out (its probability says how sure), one at 0.6 against a rival at 0.3 is not.
-    The credible set alone would call any leader under 0.95 ambiguous: on the simulated suite
-    (stop 12) that flagged 10 of 38 clear incidents.
-    """
-    top = np.sort(np.asarray(p, dtype=float))[::-1]
-    return bool(top.size > 1 and top[1] * odds > top[0])
 
 
 def information_bits(weights: np.ndarray, draws: Sequence[np.ndarray], noise: float,

@@ -384,7 +384,7 @@ def _ambiguity(grid: Grid, post: Posterior, kept: list[int],
         "entropy_bits": round(amb.entropy_bits(p), 4),
         "credible_set": [{"component": post.hypotheses[i].component,
                           "mechanism": post.hypotheses[i].mechanism} for i in cs],
-        "ambiguous": amb.is_ambiguous(p),
+        "ambiguous": len(cs) > 1,
         "discriminating_signals": discriminating,
     }
 

@@ -166,16 +166,6 @@ def test_entropy_and_credible_set() -> None:
     assert amb.credible_set(np.array([0.2, 0.8]), mass=0.8) == [1]
 
 
-def test_ambiguous_when_a_rival_is_not_ruled_out_not_when_mass_is_left_over() -> None:
-    assert amb.is_ambiguous(np.array([0.6, 0.3, 0.1]))
-    assert amb.is_ambiguous(np.array([0.05, 0.5, 0.45]))
-    assert not amb.is_ambiguous(np.array([0.92] + [0.01] * 8))  # credible set of 4
-    assert len(amb.credible_set(np.array([0.92] + [0.01] * 8))) > 1
-    assert not amb.is_ambiguous(np.array([1.0]))
-    assert amb.is_ambiguous(np.array([0.9, 0.1]), odds=10.0)
-    assert not amb.is_ambiguous(np.array([0.9, 0.1]), odds=5.0)
-
-
 def test_information_is_zero_for_identical_predictions_and_high_for_separate_ones() -> None:
     rng = np.random.default_rng(0)
     same = [rng.normal(0, 0.1, 200), rng.normal(0, 0.1, 200)]
