@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-__all__ = ["Ambiguity", "credible_set", "entropy_bits", "information_bits"]
+__all__ = ["Ambiguity", "credible_set", "entropy_bits", "information_bits", "is_ambiguous"]
 
 CREDIBLE_MASS = 0.95
 
@@ -41,6 +41,15 @@ def credible_set(p: np.ndarray, mass: float = CREDIBLE_MASS) -> list[int]:
     cum = np.cumsum(p[order])
     n = int(np.searchsorted(cum, mass - 1e-12) + 1)
     return [int(i) for i in order[:n]]
+
+
+def is_ambiguous(p: np.ndarray) -> bool:
+    """True when the evidence does not single out one hypothesis: the credible set holds more.
+
+    Measured against a rule on the runner-up alone (posterior odds under 10) on the
+    simulated suite; see docs/ARTEFACTS.md.
+    """
+    return len(credible_set(p)) > 1
 
 
 def information_bits(weights: np.ndarray, draws: Sequence[np.ndarray], noise: float,

@@ -45,7 +45,7 @@ from latentcause.models import (
 )
 from latentcause.observations import Observations
 
-__all__ = ["AnalysisResult", "analyze"]
+__all__ = ["AnalysisResult", "Ranking", "analyze", "rank"]
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,22 @@ class AnalysisResult:
 
 #: Key of one fit: component name, role, onset candidate, drift multiplier index.
 FitKey = tuple[str, str, int, int]
+
+
+@dataclass
+class Ranking:
+    """The evidence stage: the grid, the onsets kept, every fit and the posterior they give.
+
+    This is all the report's hypothesis probabilities, credible set and onset depend on;
+    what ``analyze`` adds (NUTS on the leader, adequacy, discriminating signals) does not
+    move them.
+    """
+
+    grid: Grid
+    kept: list[int]
+    fits: dict[FitKey, Fit]
+    posterior: Posterior
+    seconds: float
 
 
 def fit_key(comp: str, role: str, k: int, s: int, kept: list[int]) -> FitKey:
@@ -118,12 +134,10 @@ def _analyze(obs: Observations, *, seed: int, draws: int, chains: int, p_none: f
              progress: Progress | None, workers: int | None) -> AnalysisResult:
     t0 = time.perf_counter()
     say = progress or (lambda msg, frac: log.info("%3.0f%% %s", 100 * frac, msg))
-    grid = make_grid(obs)
-    kept = screen_candidates(grid)
     n_workers = default_workers() if workers is None else workers
-    fits = evidence_fits(grid, kept, seed=seed, workers=n_workers, say=say)
-    t_evidence = time.perf_counter() - t0
-    post = posterior_of(grid, kept, fits, obs, p_none)
+    ranking = rank(obs, seed=seed, p_none=p_none, workers=n_workers, say=say)
+    grid, kept, fits, post = ranking.grid, ranking.kept, ranking.fits, ranking.posterior
+    t_evidence = ranking.seconds
     order = post.order()
     leader_i = next(int(i) for i in order if post.hypotheses[int(i)].mechanism != "none")
     leader = post.hypotheses[leader_i]
@@ -161,6 +175,24 @@ def _analyze(obs: Observations, *, seed: int, draws: int, chains: int, p_none: f
 
 
 # ----------------------------------------------------------------------------- evidence
+
+def rank(obs: Observations, *, seed: int = 0, p_none: float | None = None,
+         workers: int | None = None, say: Progress | None = None) -> Ranking:
+    """The posterior over hypotheses and onsets, without sampling or reporting.
+
+    The first half of ``analyze``, and what the fast benchmark (``benchmarks/ranking.py``)
+    measures: the same seed gives the same probabilities as the full analysis.
+    """
+    t0 = time.perf_counter()
+    grid = make_grid(obs)
+    kept = screen_candidates(grid)
+    n_workers = default_workers() if workers is None else workers
+    with threadpool_limits(limits=1):  # see ``analyze``
+        fits = evidence_fits(grid, kept, seed=seed, workers=n_workers, say=say)
+    post = posterior_of(grid, kept, fits, obs, p_none)
+    return Ranking(grid=grid, kept=kept, fits=fits, posterior=post,
+                   seconds=time.perf_counter() - t0)
+
 
 def evidence_fits(grid: Grid, kept: list[int], *, seed: int, workers: int,
                   say: Progress | None = None) -> dict[FitKey, Fit]:
@@ -384,7 +416,7 @@ def _ambiguity(grid: Grid, post: Posterior, kept: list[int],
         "entropy_bits": round(amb.entropy_bits(p), 4),
         "credible_set": [{"component": post.hypotheses[i].component,
                           "mechanism": post.hypotheses[i].mechanism} for i in cs],
-        "ambiguous": len(cs) > 1,
+        "ambiguous": amb.is_ambiguous(p),
         "discriminating_signals": discriminating,
     }
 

@@ -287,3 +287,18 @@ def test_same_seed_same_report(analysed: tuple[Path, dict], tmp_path: Path) -> N
     second = _analyse(tmp_path / "again", "--quiet", env={"LATENTCAUSE_WORKERS": "1"})
     for key in ("hypotheses", "onset", "ambiguity", "adequacy", "latent_condition", "trigger"):
         assert first[key] == second[key], key
+
+
+@pytest.mark.slow
+def test_ranking_alone_gives_the_reported_probabilities(analysed: tuple[Path, dict]) -> None:
+    """``inference.rank``, which the fast benchmark uses, is the analysis' own posterior."""
+    from latentcause.connectors.files import read_input
+    from latentcause.inference import rank
+
+    _, report = analysed
+    post = rank(read_input(SOCKSHOP_CASE), seed=1, workers=1).posterior
+    ranked = {h.label: float(p) for h, p in zip(post.hypotheses, post.probability,
+                                                 strict=True)}
+    for h in report["hypotheses"][:5]:
+        label = "none" if h["component"] is None else f"{h['component']}/{h['mechanism']}"
+        assert ranked[label] == pytest.approx(h["probability"], abs=1e-4), label
