@@ -125,11 +125,14 @@ class CapacityLoss(Mechanism):
 
     Latency climbs the same queueing curve from a smaller capacity, up to the timeout
     ceiling; the response rate is unchanged (arrivals are); cpu rises with a hog sharing the
-    cores and falls when throttled, so its change is free in sign. A hog in the container
+    cores and falls when a throttle saturates the service. A hog in the container
     brings its own memory, a lost replica or a throttle can shed some, so memory may step
     by a modest amount either way (model version 6): before, the memory that came with a
     cpu hog had to pass for normal variation, and sock-shop's user-cpu incidents (memory
-    x1.7 with the hog) went to memory_leak at p 1.00.
+    x1.7 with the hog) went to memory_leak at p 1.00. The cpu falls only as far as the
+    work served does, i.e. past saturation (model version 7): with the fall free, a
+    60-fold cpu drop at flat load and falling latency (a hog ending: sock-shop
+    payment-mem/4 and /5, where catalogue recovers) passed for a capacity loss at p 1.00.
     """
 
     name = "capacity_loss"
@@ -140,7 +143,7 @@ class CapacityLoss(Mechanism):
     priors = {
         "log_capacity_loss": Prior("HalfNormal", {"sigma": 1.0}, "log of capacity before / after"),
         "cpu_shift": Prior("Normal", {"mu": 0.0, "sigma": 2.0},
-                           "log cpu change (hog +, throttle -)"),
+                           "log cpu change, floored at the work served (hog +)"),
         "mem_shift": Prior("Normal", {"mu": 0.0, "sigma": 0.5},
                            "log memory step (a hog's own memory +, a lost replica -)"),
         "rho0": _RHO0,
@@ -151,8 +154,11 @@ class CapacityLoss(Mechanism):
     def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
         log_cap = -params["log_capacity_loss"] * d.step
         rows, hidden = _queueing(params, d, 0.0 * d.step, log_cap)
-        rows.pop("cpu_served")
-        rows["cpu"] = params["cpu_shift"] * d.step
+        # The cpu used is the work served (a throttle caps it at the capacity left, so it
+        # falls only past saturation) plus whatever a hog burns: never below the work
+        # served. A deeper fall is work that went away (a hog that ended), not a loss.
+        served = rows.pop("cpu_served")
+        rows["cpu"] = ph.soft_floor(params["cpu_shift"], served) * d.step
         rows["mem"] = params["mem_shift"] * d.step
         return Effects(rows, hidden)
 

@@ -20,6 +20,7 @@ __all__ = [
     "saturation",
     "served_log_ratio",
     "soft_cap",
+    "soft_floor",
     "utilisation",
 ]
 
@@ -36,6 +37,12 @@ _BACKLOG_SHARPNESS = 200.0
 def soft_cap(x: pt.TensorVariable, cap: float, k: float = _SHARPNESS) -> pt.TensorVariable:
     """``min(x, cap)``, smooth: equal to x well below cap, to cap well above."""
     return cap - pt.softplus(k * (cap - x)) / k
+
+
+def soft_floor(x: pt.TensorVariable, floor: pt.TensorVariable,
+               k: float = _SHARPNESS) -> pt.TensorVariable:
+    """``max(x, floor)``, smooth: equal to x well above floor, to floor well below."""
+    return floor + pt.softplus(k * (x - floor)) / k
 
 
 def utilisation(rho0: pt.TensorVariable, load: pt.TensorVariable,

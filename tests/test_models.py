@@ -387,15 +387,22 @@ def test_capacity_loss_raises_latency_at_unchanged_rate() -> None:
     assert np.all(post(sat, "lat") <= CEILING + 0.5 * np.log1p(np.exp(-2 * CEILING)) + 1e-9)
     assert np.all(post(sat, "lat")[4:] > CEILING - 0.01)
     assert np.all(post(sat, "err") > 1.5) and np.all(hidden["error_ratio"][POST] > 0.05)
-    # A hog raises cpu, throttling lowers it: the sign is the parameter's.
+    # A hog raises cpu (cpu_shift > 0).
     # A hog brings its own memory; a lost replica sheds some: memory steps either way too.
     up, _ = f(log_capacity_loss=0.5, cpu_shift=0.4, mem_shift=0.3, rho0=rho0, sat_err=1.0,
               lat_ceiling=CEILING)
-    down, _ = f(log_capacity_loss=0.5, cpu_shift=-0.4, mem_shift=-0.2, rho0=rho0, sat_err=1.0,
-                lat_ceiling=CEILING)
-    assert np.allclose(post(up, "cpu"), 0.4) and np.allclose(post(down, "cpu"), -0.4)
+    down, _ = f(log_capacity_loss=np.log(1.5 / rho0), cpu_shift=-4.0, mem_shift=-0.2,
+                rho0=rho0, sat_err=1.0, lat_ceiling=CEILING)      # throttled to rho = 1.5
+    assert np.allclose(post(up, "cpu"), 0.4, atol=1e-4)
     assert np.allclose(post(up, "mem"), 0.3) and np.allclose(post(down, "mem"), -0.2)
-    assert np.allclose(up[R["mem"], PRE], 0.0)
+    assert np.allclose(up[R["mem"], PRE], 0.0) and np.allclose(down[R["cpu"], PRE], 0.0)
+    # The cpu used never falls below the work served: a throttle lowers it only past
+    # saturation (to the capacity left, 1/1.5 of the demand here), and a fall beyond that,
+    # or any fall below saturation, is not a capacity loss (a hog that ended is not one).
+    assert np.allclose(post(down, "cpu"), np.log(1 / 1.5), atol=0.01)
+    calm, _ = f(log_capacity_loss=0.5, cpu_shift=-4.0, mem_shift=0.0, rho0=rho0, sat_err=1.0,
+                lat_ceiling=CEILING)                                   # rho = 0.49
+    assert np.allclose(post(calm, "cpu"), 0.0, atol=0.02)
 
 
 def test_same_utilisation_same_queueing_delay_from_either_cause() -> None:
