@@ -7,6 +7,7 @@ nothing new is compiled.
 
 from __future__ import annotations
 
+import gc
 import logging
 import pickle
 from pathlib import Path
@@ -43,6 +44,22 @@ def test_builds_once_then_loads(cache_root: Path) -> None:
     folder = compiled.cache_dir()
     assert folder is not None and folder.parent == cache_root
     assert [p.name for p in folder.iterdir()] == ["thing.pkl"]  # no temporary file left
+
+
+def test_loaded_entry_is_frozen_and_the_collector_left_as_it_was(cache_root: Path) -> None:
+    compiled.load_or_build("thing", _counting_builder([], {"a": [1, 2]}))
+    for enabled in (True, False):
+        (gc.enable if enabled else gc.disable)()
+        try:
+            gc.unfreeze()
+            loaded = compiled.load_or_build("thing", _counting_builder([], None))
+            assert loaded == {"a": [1, 2]}
+            assert gc.isenabled() is enabled
+            # The loaded object (and all else alive) is out of the collector's generations.
+            assert gc.get_freeze_count() > 0
+            assert all(loaded is not o for o in gc.get_objects())
+        finally:
+            gc.enable()
 
 
 def test_unreadable_entry_is_rebuilt_and_replaced(cache_root: Path,
