@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -108,6 +109,11 @@ def _logging(quiet: bool) -> None:
     logging.getLogger("latentcause").setLevel(logging.INFO if not quiet else logging.ERROR)
     for noisy in ("pymc", "pytensor", "arviz", "matplotlib", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    # Printed on every cold start of a pip install, and irrelevant here: the compiled graphs
+    # of the models hold no matrix product (checked: no Dot, Gemv or Gemm node in any
+    # role), and the small linear algebra around them is NumPy's, with NumPy's own BLAS.
+    warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS",
+                            category=UserWarning)
 
 
 def _register_commands() -> None:

@@ -62,6 +62,19 @@ def test_loaded_entry_is_frozen_and_the_collector_left_as_it_was(cache_root: Pat
             gc.enable()
 
 
+def test_roles_compile_with_light_flags_unless_the_user_chose(cache_root: Path) -> None:
+    import pytensor
+
+    def flags_now() -> str:
+        return str(pytensor.config.gcc__cxxflags)
+
+    before = flags_now()
+    assert compiled.load_or_build("default", flags_now).endswith(compiled.CXXFLAGS)
+    with pytensor.config.change_flags(gcc__cxxflags="-O2 -g"):
+        assert compiled.load_or_build("chosen", flags_now) == "-O2 -g"
+    assert flags_now() == before
+
+
 def test_unreadable_entry_is_rebuilt_and_replaced(cache_root: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
     folder = compiled.cache_dir()
@@ -139,7 +152,8 @@ def test_loaded_fitter_keeps_its_data_containers() -> None:
     model's data but not what the functions read, and every fit would see stale data.
     """
     original = fitter("none", N_TIME)
-    loaded = pickle.loads(cloudpickle.dumps(original))
+    with compiled._compiler_flags():  # as ``load_or_build`` loads: same C code as built
+        loaded = pickle.loads(cloudpickle.dumps(original))
     rng = np.random.default_rng(3)
     mask = np.zeros((len(ROWS), N_TIME))
     mask[:3] = 1.0
