@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cloudpickle
 import numpy as np
+import pytensor
 import pytest
 
 from latentcause.inference import compiled
@@ -63,8 +64,6 @@ def test_loaded_entry_is_frozen_and_the_collector_left_as_it_was(cache_root: Pat
 
 
 def test_roles_compile_with_light_flags_unless_the_user_chose(cache_root: Path) -> None:
-    import pytensor
-
     def flags_now() -> str:
         return str(pytensor.config.gcc__cxxflags)
 
