@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 #: Version of the model library; results made with another version are stale.
-MODEL_VERSION = "7"
+MODEL_VERSION = "8"
 
 #: The root mechanisms of the INTERFACE.md vocabulary (``none`` is the absence of a root).
 MECHANISMS: tuple[str, ...] = (

@@ -65,13 +65,15 @@ class Drivers:
     ``lat_level`` is, per row, the baseline of a latency row over that of the centre latency
     row (``lat``), e.g. p99 / p50: an added wait of d seconds raises p50 by d / p50 but p99
     only by d / p99, so a mechanism that adds time needs the levels, one that multiplies it
-    does not. None means every level is 1.
+    does not. None means every level is 1. ``lat_seen`` is 1 when the component's latency
+    is measured (any latency row observed), 0 when it is not.
     """
 
     step: pt.TensorVariable
     elapsed: pt.TensorVariable
     err_base: pt.TensorVariable
     lat_level: pt.TensorVariable | None = None
+    lat_seen: pt.TensorVariable | float = 1.0
 
     def level(self, row: str) -> pt.TensorVariable | float:
         """Baseline level of latency row ``row`` relative to the centre latency row."""

@@ -60,6 +60,9 @@ DRIFT_NU = np.array([3.0 if r in ("lat", "lat_tail", "self_time", "callee_time")
 LOAD_ROWS = np.array([1.0 if r in ("rps", "cpu") else 0.0 for r in ROWS])
 DRIFT_SCALE = np.array([0.1 if r in ("rps", "cpu") else DRIFT_SD for r in ROWS])
 
+#: Rows that measure the component's latency (``Drivers.lat_seen``).
+_LATENCY_ROWS = tuple(ROW[r] for r in ("lat", "lat_tail", "self_time", "callee_time"))
+
 #: Degrees of freedom of the Student-t noise: heavy tails so one outlier is not a mechanism.
 NU = 4.0
 
@@ -96,6 +99,7 @@ def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
         weight = pm.Data("weight", np.ones((n_rows, n_time)))
         drift_mult = pm.Data("drift_mult", 1.0)
         lat_level = pm.Data("lat_level", np.ones(n_rows))
+        lat_seen = pm.Data("lat_seen", 1.0)
 
         baseline = pm.Normal("baseline", 0.0, 2.0, shape=n_rows)
         noise_log = pm.Normal("noise_log", 0.0, 0.5, shape=n_rows)
@@ -109,7 +113,7 @@ def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
 
         params = {k: prior.build(k) for k, prior in mechanism.priors.items()}
         effects = mechanism.effects(params, Drivers(step=step, elapsed=elapsed, err_base=err_base,
-                                                    lat_level=lat_level))
+                                                    lat_level=lat_level, lat_seen=lat_seen))
         zero = pt.zeros(n_time)
         effect = pt.stack([effects.rows.get(r, zero) * pt.ones(n_time) for r in ROWS])
         mu = pm.Deterministic(
@@ -149,6 +153,7 @@ def set_component(model: pm.Model, data: ComponentInput) -> None:
             "drift_mult": float(data.drift_mult),
             "lat_level": (np.ones(len(ROWS)) if data.lat_level is None
                           else np.asarray(data.lat_level, dtype=float)),
+            "lat_seen": float(np.asarray(data.mask)[list(_LATENCY_ROWS)].any()),
         },
         model=model,
     )

@@ -230,6 +230,11 @@ def test_mechanisms_command_lists_hidden_state_and_signature() -> None:
 # Effects at chosen parameters (Python-mode functions, no C compilation)
 
 
+#: Unless a test sets it, no memory is held by requests in flight (log-odds of a share of
+#: 1e-13), so the queueing tests see the memory row flat.
+NO_INFLIGHT = {"inflight": -30.0}
+
+
 @cache
 def effect_fn(name: str) -> Callable[..., tuple[np.ndarray, dict[str, np.ndarray]]]:
     """``f(**params, err_base=0.01, lat_level=None) -> (rows (len(ROWS), T), hidden)``.
@@ -252,6 +257,7 @@ def effect_fn(name: str) -> Callable[..., tuple[np.ndarray, dict[str, np.ndarray
     def evaluate(err_base: float = 0.01, lat_level: np.ndarray | None = None,
                  **kw: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         levels = np.ones(len(ROWS)) if lat_level is None else lat_level
+        kw = {**NO_INFLIGHT, **kw}
         rows_v, *hid = fn(*(float(kw[k]) for k in mech.priors), STEP, ELAPSED, err_base, levels)
         return np.asarray(rows_v), dict(zip(hidden_names, map(np.asarray, hid), strict=True))
 
@@ -358,6 +364,63 @@ def test_traffic_surge_past_saturation_backlog_grows_and_errors_appear() -> None
         assert np.all(post(rows, "cpu") <= np.log(1 / rho0))
         assert np.all(post(rows, "err") > 1.5)
         assert np.all(hidden["error_ratio"][POST] > 0.05)
+
+
+def test_requests_in_flight_hold_memory_by_littles_law() -> None:
+    """Memory follows arrivals x latency in the share of the baseline's memory they held.
+
+    Unnoticeable in a healthy queue, several-fold in one at its timeout: the simulated
+    surges past saturation (catalogue x2.7 arrivals: memory x6) that went to capacity losses
+    before model version 8.
+    """
+    share = 0.002
+    inflight = np.log(share / (1.0 - share))
+    f = effect_fn("traffic_surge")
+    for log_load, rho0, low, high in ((np.log(2.0), 0.2, 0.0, 0.005),    # rho 0.4
+                                      (np.log(3.0), 0.5, 0.9, 1.5)):     # rho 1.5, at timeout
+        rows, _ = f(log_load=log_load, rho0=rho0, sat_err=1.0, lat_ceiling=CEILING,
+                    inflight=inflight)
+        in_flight = np.exp(post(rows, "rps") + post(rows, "lat"))        # L / L0 = lambda W
+        assert np.allclose(post(rows, "mem"), np.log1p(share * (in_flight - 1.0)))
+        assert np.all((post(rows, "mem")[4:] > low) & (post(rows, "mem")[4:] < high))
+    # A retry storm's queue holds memory the same way; a capacity loss adds it to its own
+    # step; a callee whose load falls sheds a little.
+    storm, _ = effect_fn("retry_storm")(log_overload=np.log(1.5), rho0=0.4, sat_err=2.0,
+                                        lat_ceiling=CEILING, inflight=inflight)
+    surge, _ = f(log_load=np.log(1.5 / 0.4), rho0=0.4, sat_err=2.0, lat_ceiling=CEILING,
+                 inflight=inflight)
+    assert np.allclose(storm, surge) and np.all(post(storm, "mem")[4:] > 0.9)
+    loss_args = {"log_capacity_loss": np.log(1.5 / 0.4), "cpu_shift": 0.0, "rho0": 0.4,
+                 "sat_err": 2.0, "lat_ceiling": CEILING}
+    held, _ = effect_fn("capacity_loss")(mem_shift=0.3, inflight=inflight, **loss_args)
+    none_held, _ = effect_fn("capacity_loss")(mem_shift=0.3, **loss_args)
+    assert np.allclose(post(none_held, "mem"), 0.3)
+    lat = post(held, "lat")                                              # arrivals unchanged
+    assert np.allclose(post(held, "mem"), 0.3 + np.log1p(share * np.expm1(lat)))
+    assert np.all(post(held, "mem")[4:] > 0.3 + 0.5)
+    shed, _ = effect_fn("loaded")(log_load=np.log(0.5), rho0=0.4, sat_err=1.0,
+                                  lat_ceiling=CEILING, inflight=inflight)
+    assert np.all((post(shed, "mem") < 0.0) & (post(shed, "mem") > np.log1p(-share)))
+    # Where no latency is measured the term is off: the latency is then anyone's guess.
+    values = {"log_load": np.log(3.0), "rho0": 0.5, "sat_err": 1.0, "lat_ceiling": CEILING,
+              "inflight": inflight}
+    for seen in (0.0, 1.0):
+        drivers = Drivers(step=pt.as_tensor(STEP), elapsed=pt.as_tensor(ELAPSED),
+                          err_base=pt.as_tensor(0.01), lat_seen=seen)
+        eff = REGISTRY["traffic_surge"]().effects(
+            {k: pt.as_tensor(v) for k, v in values.items()}, drivers)
+        mem = eff.rows["mem"].eval()
+        assert np.all(mem == 0.0) if seen == 0.0 else np.all(mem[POST][4:] > 0.9)
+
+
+def test_latency_is_seen_where_a_latency_row_is_observed() -> None:
+    model = build_model(REGISTRY["traffic_surge"](), N_TIME)
+    set_component(model, _drivers_input())                          # sock-shop style rows
+    assert float(model["lat_seen"].get_value()) == 1.0
+    set_component(model, _drivers_input(mask=_row_set(("cpu", "mem"))))
+    assert float(model["lat_seen"].get_value()) == 0.0
+    set_component(model, _drivers_input(mask=_row_set(("cpu", "self_time"))))
+    assert float(model["lat_seen"].get_value()) == 1.0
 
 
 def test_capacity_loss_raises_latency_at_unchanged_rate() -> None:
