@@ -108,9 +108,12 @@ class RoleFitter:
         return np.asarray(mu), np.asarray(sigma)
 
     def fit(self, data: ComponentInput, rng: np.random.Generator,
-            draws: int = _IS_DRAWS) -> Fit:
-        """Evidence of ``data`` under this role, with its standard error."""
-        x_map, cov = self._laplace(data)
+            draws: int = _IS_DRAWS, starts: list[np.ndarray] | None = None) -> Fit:
+        """Evidence of ``data`` under this role, with its standard error.
+
+        ``starts`` replaces the default starting points of the optimiser.
+        """
+        x_map, cov = self._laplace(data, starts)
         lp_map = self.logp(x_map)
         sign, logdet = np.linalg.slogdet(cov)
         laplace = lp_map + 0.5 * self.size * np.log(2 * np.pi) + 0.5 * logdet
@@ -130,10 +133,11 @@ class RoleFitter:
         x_map, cov = self._laplace(data)
         return self._importance(x_map, cov, rng, draws)
 
-    def _laplace(self, data: ComponentInput) -> tuple[np.ndarray, np.ndarray]:
+    def _laplace(self, data: ComponentInput, starts: list[np.ndarray] | None = None,
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """The MAP for ``data`` and the covariance of the Gaussian approximation there."""
         set_component(self.model, data)
-        x_map = self._map(self._starts(data))
+        x_map = self._map(self._starts(data) if starts is None else starts)
         return x_map, _covariance(self._hessian(x_map))
 
     def _starts(self, data: ComponentInput) -> list[np.ndarray]:
@@ -179,6 +183,32 @@ class RoleFitter:
         xs, logq = proposal_draws(loc, cov, draws, rng)
         logp = np.array([self.logp(x) for x in xs])
         return WeightedDraws(xs, np.where(np.isfinite(logp), logp - logq, -np.inf))
+
+    def translate(self, x: np.ndarray, other: RoleFitter) -> np.ndarray | None:
+        """``other``'s flat point ``x`` as a point of this role, or None if it has no image.
+
+        Parameters of the same name carry over, a log transform on one side only is undone
+        or applied (a non-positive value has no image then); this role's own parameters
+        start from its initial point.
+        """
+        out = self._x0.copy()
+        for name, sl in self._slices.items():
+            base = name.removesuffix("_log__")
+            if name in other._slices:
+                src = x[other._slices[name]]
+            elif base != name and base in other._slices:
+                src = x[other._slices[base]]
+                if np.any(src <= 0):
+                    return None
+                src = np.log(src)
+            elif f"{name}_log__" in other._slices:
+                src = np.exp(x[other._slices[f"{name}_log__"]])
+            else:
+                continue
+            if src.size != sl.stop - sl.start:
+                continue
+            out[sl] = src
+        return out
 
     def values(self, xs: np.ndarray, name: str) -> np.ndarray:
         """One free parameter's values in its own space (the log and log-odds transforms undone)."""

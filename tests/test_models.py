@@ -36,6 +36,7 @@ from typer.testing import CliRunner
 from latentcause.cli import app
 from latentcause.connectors.files import read_input
 from latentcause.errors import ModelError
+from latentcause.inference import engine
 from latentcause.inference.evidence import fitter
 from latentcause.inference.grid import N_TIME, Grid, make_grid
 from latentcause.models import (
@@ -711,6 +712,48 @@ def test_finite_logp_and_gradient_at_start_points(role: str, incidents: dict[str
                     bad.append(f"{name}/{label}/start{i}: logp {float(lp):.3g}")
     assert checked > 50
     assert not bad, f"{role}: non-finite logp or gradient at\n" + "\n".join(bad[:20])
+
+
+def test_translate_carries_a_point_between_roles_that_share_a_likelihood() -> None:
+    surge, loaded = fitter("traffic_surge", N_TIME), fitter("loaded", N_TIME)
+    rng = np.random.default_rng(SEED)
+    data = _drivers_input(y=rng.normal(0, 1, (len(ROWS), N_TIME)) * _row_set(OBSERVED))
+    set_component(surge.model, data)
+    set_component(loaded.model, data)
+    x = loaded._x0 + 0.1 * rng.standard_normal(loaded.size)
+    x[loaded._slices["log_load"]] = 0.8
+    there = surge.translate(x, loaded)
+    assert there is not None
+    assert np.exp(there[surge._slices["log_load_log__"]]) == pytest.approx(0.8)
+    assert np.allclose(surge.predict(there)[0], loaded.predict(x)[0])   # same prediction
+    back = loaded.translate(there, surge)
+    assert back is not None and np.allclose(back, x)
+    x[loaded._slices["log_load"]] = -0.3                                 # load fell: no surge
+    assert surge.translate(x, loaded) is None
+
+
+def test_a_fit_stuck_below_its_twin_is_redone_from_the_twin(incidents: dict[str, Grid]) -> None:
+    """A surge fit left at its initial point is fitted again from the loaded role's optimum."""
+    grid = incidents["simulated-retry_storm"]
+    c_i = [c.name for c in grid.components].index("orders")
+    r_s, r_l = ROLES.index("traffic_surge"), ROLES.index("loaded")
+
+    def rng_of(*key: int) -> np.random.Generator:
+        return np.random.default_rng(list(key))
+
+    data = engine._input(grid.components[c_i], grid, 0, 0)
+    fits = {(c_i, r, 0, 0): fitter(ROLES[r], N_TIME).fit(data, rng_of(c_i, r, 0, 0))
+            for r in (r_s, r_l)}
+    surge, loaded = fitter("traffic_surge", N_TIME), fitter("loaded", N_TIME)
+    stuck = dataclasses.replace(fits[(c_i, r_s, 0, 0)], x_map=surge._x0)
+    fits[(c_i, r_s, 0, 0)] = stuck
+    redone = engine._cross_seeded(grid, fits, rng_of, workers=1)
+    assert list(redone) == [(c_i, r_s, 0, 0)]
+    from_twin = surge.translate(fits[(c_i, r_l, 0, 0)].x_map, loaded)
+    assert from_twin is not None
+    set_component(surge.model, data)
+    assert surge.logp(redone[(c_i, r_s, 0, 0)].x_map) >= surge.logp(from_twin) - 1e-6
+    assert surge.logp(redone[(c_i, r_s, 0, 0)].x_map) > surge.logp(surge._x0) + 1.0
 
 
 def test_masked_samples_do_not_enter_the_likelihood() -> None:
