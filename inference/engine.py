@@ -249,15 +249,13 @@ def _cross_seeded(grid: Grid, fits: dict[tuple[int, int, int, int], Fit],
     redo: list[tuple[tuple[int, int, int, int], list[np.ndarray]]] = []
     for role_a, role_b in _SHARED_LIKELIHOOD:
         r_a, r_b = ROLES.index(role_a), ROLES.index(role_b)
-        fa, fb = fitter(role_a, N_TIME), fitter(role_b, N_TIME)
-        for key in fits:
-            if key[1] != r_a:
-                continue
+        for key in [key for key in fits if key[1] == r_a]:
             c_i, _, k, s = key
+            twin = (c_i, r_b, k, s)
             data = _input(grid.components[c_i], grid, k, s)
-            for (mine, other), (f_mine, f_other) in (((key, (c_i, r_b, k, s)), (fa, fb)),
-                                                     (((c_i, r_b, k, s), key), (fb, fa))):
-                x = f_mine.translate(fits[other].x_map, f_other)
+            for mine, other in ((key, twin), (twin, key)):
+                f_mine = fitter(ROLES[mine[1]], N_TIME)
+                x = f_mine.translate(fits[other].x_map, fitter(ROLES[other[1]], N_TIME))
                 if x is None:
                     continue
                 set_component(f_mine.model, data)

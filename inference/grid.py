@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from latentcause.errors import WindowError
-from latentcause.models import ROWS
+from latentcause.models import LATENCY_ROWS, ROWS
 from latentcause.observations import Observations
 from latentcause.signals import is_latency
 
@@ -33,7 +33,6 @@ LAST_CANDIDATE = N_TIME - 8
 # Spread floors per transform: 5 % on log rows, 0.25 on logit, 0.1 on counts.
 _FLOOR = {"log": 0.05, "logit": 0.25, "count": 0.1}
 _ROW_TRANSFORM = {r: "log" for r in ROWS} | {"err": "logit", "restarts": "count"}
-_LATENCY_ROWS = ("lat", "lat_tail", "self_time", "callee_time")
 
 
 @dataclass(frozen=True)
@@ -68,7 +67,7 @@ class ComponentGrid:
         i_lat = ROWS.index("lat")
         if not self.mask[i_lat].any():
             return level
-        for row in _LATENCY_ROWS:
+        for row in LATENCY_ROWS:
             i = ROWS.index(row)
             if self.mask[i].any():
                 level[i] = float(np.exp(self.centre[i] - self.centre[i_lat]))

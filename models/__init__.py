@@ -11,7 +11,16 @@ import hashlib
 import json
 
 from latentcause.models import mechanisms as _mechanisms  # noqa: F401  (fills REGISTRY)
-from latentcause.models._base import REGISTRY, ROWS, Drivers, Effects, Mechanism, Prior, register
+from latentcause.models._base import (
+    LATENCY_ROWS,
+    REGISTRY,
+    ROWS,
+    Drivers,
+    Effects,
+    Mechanism,
+    Prior,
+    register,
+)
 from latentcause.models.builder import NU, ComponentInput, build_model, set_component
 
 __all__ = [
@@ -19,6 +28,7 @@ __all__ = [
     "MODEL_VERSION",
     "NU",
     "REGISTRY",
+    "LATENCY_ROWS",
     "ROLES",
     "ROWS",
     "ComponentInput",

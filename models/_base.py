@@ -33,6 +33,8 @@ ROWS: tuple[str, ...] = (
     "cpu", "mem", "rps", "err", "lat", "lat_tail", "restarts", "self_time", "callee_time",
 )
 ROW = {name: i for i, name in enumerate(ROWS)}
+#: The rows that measure a component's latency.
+LATENCY_ROWS: tuple[str, ...] = ("lat", "lat_tail", "self_time", "callee_time")
 
 
 @dataclass(frozen=True)

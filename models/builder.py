@@ -35,7 +35,7 @@ import pymc as pm
 import pytensor.tensor as pt
 from scipy.special import gammaln
 
-from latentcause.models._base import ROW, ROWS, Drivers, Mechanism
+from latentcause.models._base import LATENCY_ROWS, ROW, ROWS, Drivers, Mechanism
 
 __all__ = ["NU", "ComponentInput", "build_model", "set_component"]
 
@@ -49,8 +49,7 @@ DRIFT_SD = 0.3
 #: (carts/error_fault "explained" that drop). Resources, rate and errors keep (nearly)
 #: Gaussian tails: a CPU that goes from idle to a full core, or errors from none to a
 #: quarter, is not normal variation, and is the evidence that singles out a root.
-DRIFT_NU = np.array([3.0 if r in ("lat", "lat_tail", "self_time", "callee_time") else 1e4
-                     for r in ROWS])
+DRIFT_NU = np.array([3.0 if r in LATENCY_ROWS else 1e4 for r in ROWS])
 #: A change of offered load between two windows moves the rate and the cpu together, so
 #: normal variation in load is one shared term on both rows (``load_drift``; Gaussian, like
 #: the resource rows: a two-fold load change between windows costs a few nats, a CPU hog's
@@ -59,9 +58,6 @@ DRIFT_NU = np.array([3.0 if r in ("lat", "lat_tail", "self_time", "callee_time")
 #: and a cpu hog (cpu up, rate flat) would pass for a surge.
 LOAD_ROWS = np.array([1.0 if r in ("rps", "cpu") else 0.0 for r in ROWS])
 DRIFT_SCALE = np.array([0.1 if r in ("rps", "cpu") else DRIFT_SD for r in ROWS])
-
-#: Rows that measure the component's latency (``Drivers.lat_seen``).
-_LATENCY_ROWS = tuple(ROW[r] for r in ("lat", "lat_tail", "self_time", "callee_time"))
 
 #: Degrees of freedom of the Student-t noise: heavy tails so one outlier is not a mechanism.
 NU = 4.0
@@ -153,7 +149,7 @@ def set_component(model: pm.Model, data: ComponentInput) -> None:
             "drift_mult": float(data.drift_mult),
             "lat_level": (np.ones(len(ROWS)) if data.lat_level is None
                           else np.asarray(data.lat_level, dtype=float)),
-            "lat_seen": float(np.asarray(data.mask)[list(_LATENCY_ROWS)].any()),
+            "lat_seen": float(np.asarray(data.mask)[[ROW[r] for r in LATENCY_ROWS]].any()),
         },
         model=model,
     )

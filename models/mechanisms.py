@@ -42,6 +42,9 @@ _CEILING = Prior("Gamma", {"alpha": 4.0, "beta": 0.7},
 #: transformed: the optimiser stepped out of (0, 1) at its first step and stopped there.
 _INFLIGHT = Prior("Normal", {"mu": -6.0, "sigma": 2.0},
                   "log-odds of the share of the baseline memory held by requests in flight")
+#: The parameters ``_queueing`` reads: every mechanism built on it carries them.
+_QUEUE_PRIORS = {"rho0": _RHO0, "sat_err": _SAT_ERR, "lat_ceiling": _CEILING,
+                 "inflight": _INFLIGHT}
 
 
 def _logit_ratio(d: Drivers, logit_delta: pt.TensorVariable) -> pt.TensorVariable:
@@ -129,10 +132,7 @@ class TrafficSurge(Mechanism):
         # ranks piled at the ends). Median 0.5 (x1.65 arrivals), 95 % within x1.1 to x11.
         "log_load": Prior("LogNormal", {"mu": -0.7, "sigma": 0.8},
                           "log of arrivals after / before"),
-        "rho0": _RHO0,
-        "sat_err": _SAT_ERR,
-        "lat_ceiling": _CEILING,
-        "inflight": _INFLIGHT,
+        **_QUEUE_PRIORS,
     }
 
     def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
@@ -169,10 +169,7 @@ class CapacityLoss(Mechanism):
                            "log cpu change, floored at the work served (hog +)"),
         "mem_shift": Prior("Normal", {"mu": 0.0, "sigma": 0.5},
                            "log memory step (a hog's own memory +, a lost replica -)"),
-        "rho0": _RHO0,
-        "sat_err": _SAT_ERR,
-        "lat_ceiling": _CEILING,
-        "inflight": _INFLIGHT,
+        **_QUEUE_PRIORS,
     }
 
     def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
@@ -315,10 +312,7 @@ class RetryStorm(Mechanism):
         # median utilisation x1.25 of the capacity, 95 % within x1.05 and x2.9.
         "log_overload": Prior("LogNormal", {"mu": -1.5, "sigma": 0.8},
                               "log of the sustained utilisation (arrivals over capacity)"),
-        "rho0": _RHO0,
-        "sat_err": _SAT_ERR,
-        "lat_ceiling": _CEILING,
-        "inflight": _INFLIGHT,
+        **_QUEUE_PRIORS,
     }
 
     def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
@@ -376,8 +370,5 @@ class Loaded(TrafficSurge):
     is_root = False
     priors = {
         "log_load": Prior("Normal", {"mu": 0.0, "sigma": 0.7}, "log of arrivals after / before"),
-        "rho0": _RHO0,
-        "sat_err": _SAT_ERR,
-        "lat_ceiling": _CEILING,
-        "inflight": _INFLIGHT,
+        **_QUEUE_PRIORS,
     }
