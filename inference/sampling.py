@@ -10,7 +10,8 @@ only step-size tuning (measured on sock-shop carts-cpu/1: tree depth 4 instead o
 diagonal metric adapted from scratch).
 
 When R-hat, bulk ESS or divergences fail, sampling runs once more on a metric from the first
-draws and with a higher target acceptance; if it still fails, ``converged`` is False and the
+draws and with a higher target acceptance; if that nearly passes, its chains are carried on
+(with a shorter step if it diverged); if it still fails, ``converged`` is False and the
 report says so.
 """
 
@@ -51,10 +52,15 @@ METRIC_MAX_VARIANCE = 1.0
 #: gradient evaluations, so a badly shaped posterior costs minutes, not half an hour, and the
 #: shortfall shows up in ESS and R-hat rather than in the wall time.
 MAX_TREE_DEPTH = 8
-#: A retry that fails R-hat by no more than this, without divergences, is extended by as
-#: many draws again rather than reported as failed (measured on the bundled catalogue example
-#: and simulated 005: R-hat 1.016 and 1.012 with bulk ESS above 300).
+#: A retry that fails R-hat by no more than this, with at most ``_FEW_DIVERGENCES``, is
+#: carried on rather than reported as failed (measured on the bundled catalogue example and
+#: simulated 005: R-hat 1.016 and 1.012 with bulk ESS above 300).
 _EXTEND_RHAT = 1.05
+_FEW_DIVERGENCES = 5
+#: Chains carried on take this share of their adapted step. With the full step, the added
+#: draws of sock-shop carts-cpu/1 and /5 (model version 8) diverged once or twice in 2,000,
+#: on the posterior's long tail towards no capacity lost, and failed the check for it.
+_CARRY_ON_STEP = 0.5
 #: Spread of the chains' starting points around the MAP, in Laplace standard deviations:
 #: overdispersed, so R-hat can tell chains that have not mixed.
 _START_SPREAD = 1.5
@@ -225,23 +231,44 @@ class LeaderSampler:
         runs = self._chains(x_map, cov, seed, 1, tune2, draws, 0.95, chains, workers)
         idata = self._inference_data(runs)
         diag = diagnose(idata, free, chains, draws, tune + first + tune2, rows=rows)
-        if not diag.converged and diag.divergences == 0 and diag.rhat_max <= _EXTEND_RHAT:
+        if (not diag.converged and diag.rhat_max <= _EXTEND_RHAT
+                and diag.divergences <= _FEW_DIVERGENCES):
             # Mixing, but not long enough for R-hat, the maximum over dozens of parameters,
-            # to settle under 1.01: carry the same chains on, same metric and step size.
-            def resume(c: int) -> tuple[np.ndarray, dict[str, list]]:
-                xs, stats = runs[c]
-                rng = np.random.default_rng([seed, 2, c])
-                return self._chain(xs[-1], cov, rng, 0, draws, 0.95, stats["step_size"][-1])
-
-            more = map_tasks(resume, list(range(chains)), workers, min_tasks=2)
-            runs = [(np.concatenate([xs, xs2]), {k: st[k] + st2[k] for k in st})
-                    for (xs, st), (xs2, st2) in zip(runs, more, strict=True)]
+            # to settle under 1.01, or with a step a little too long somewhere: carry the
+            # same chains on.
+            divergent = diag.divergences > 0
+            runs = self.carry_on(runs, cov, seed, draws, workers, divergent=divergent)
             idata = self._inference_data(runs)
-            diag = diagnose(idata, free, chains, 2 * draws, tune + first + tune2, rows=rows)
+            warm = tune + first + tune2 + (draws if divergent else 0)
+            diag = diagnose(idata, free, chains, 2 * draws, warm, rows=rows)
         if not diag.converged:
             log.warning("NUTS still did not converge (R-hat %.3f, bulk ESS %.0f, %d "
                         "divergences)", diag.rhat_max, diag.ess_bulk_min, diag.divergences)
         return idata, diag
+
+    def carry_on(self, runs: list[tuple[np.ndarray, dict[str, list]]], cov: np.ndarray,
+                 seed: int, draws: int, workers: int, *, divergent: bool,
+                 ) -> list[tuple[np.ndarray, dict[str, list]]]:
+        """``runs``' chains carried on from their last draws, with a shorter step.
+
+        The metric is ``cov``, the step ``_CARRY_ON_STEP`` of each chain's last. Without
+        divergences, ``draws`` more, added to the old. With some, ``2 * draws`` replacing
+        the old: a divergence means the step was too long somewhere, and the draws around
+        it may be off.
+        """
+        n = 2 * draws if divergent else draws
+
+        def resume(c: int) -> tuple[np.ndarray, dict[str, list]]:
+            xs, stats = runs[c]
+            rng = np.random.default_rng([seed, 2, c])
+            return self._chain(xs[-1], cov, rng, 0, n, 0.95,
+                               _CARRY_ON_STEP * stats["step_size"][-1])
+
+        more = map_tasks(resume, list(range(len(runs))), workers, min_tasks=2)
+        if divergent:
+            return more
+        return [(np.concatenate([xs, xs2]), {k: st[k] + st2[k] for k in st})
+                for (xs, st), (xs2, st2) in zip(runs, more, strict=True)]
 
     def _chains(self, x_map: np.ndarray, cov: np.ndarray, seed: int, attempt: int, tune: int,
                 draws: int, target_accept: float, chains: int, workers: int,

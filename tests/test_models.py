@@ -39,6 +39,7 @@ from latentcause.errors import ModelError
 from latentcause.inference import engine
 from latentcause.inference.evidence import fitter
 from latentcause.inference.grid import N_TIME, Grid, make_grid
+from latentcause.inference.sampling import sampler
 from latentcause.models import (
     MECHANISMS,
     NU,
@@ -754,6 +755,26 @@ def test_a_fit_stuck_below_its_twin_is_redone_from_the_twin(incidents: dict[str,
     set_component(surge.model, data)
     assert surge.logp(redone[(c_i, r_s, 0, 0)].x_map) >= surge.logp(from_twin) - 1e-6
     assert surge.logp(redone[(c_i, r_s, 0, 0)].x_map) > surge.logp(surge._x0) + 1.0
+
+
+def test_chains_carried_on_keep_their_draws_unless_they_diverged() -> None:
+    """A nearly converged retry goes on from its last draws with half its step; after a
+    divergence, for twice the draws, the old draws dropped as warm-up."""
+    role = "capacity_loss"
+    nuts, x0 = sampler(role, N_TIME), fitter(role, N_TIME)._x0
+    rng = np.random.default_rng(SEED)
+    set_component(nuts.model, _drivers_input(y=rng.normal(0, 1, (len(ROWS), N_TIME))
+                                             * _row_set(OBSERVED)))
+    cov = 0.1 * np.eye(x0.size)
+    runs = nuts._chains(x0, cov, SEED, 1, 30, 10, 0.9, 2, 1)
+    kept = nuts.carry_on(runs, cov, SEED, 10, 1, divergent=False)
+    shorter = nuts.carry_on(runs, cov, SEED, 10, 1, divergent=True)
+    for (xs, st), (xk, sk), (xd, sd) in zip(runs, kept, shorter, strict=True):
+        assert xk.shape == (20, x0.size) and np.array_equal(xk[:10], xs)
+        assert np.allclose(sk["step_size"][10:], 0.5 * st["step_size"][-1])
+        assert xd.shape == (20, x0.size) and len(sd["step_size"]) == 20
+        assert np.allclose(sd["step_size"], 0.5 * st["step_size"][-1])
+        assert not np.array_equal(xd[:10], xs)
 
 
 def test_masked_samples_do_not_enter_the_likelihood() -> None:
