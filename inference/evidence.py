@@ -33,7 +33,7 @@ from scipy import optimize, special
 from latentcause.inference.compiled import build_missing, load_or_build
 from latentcause.models import REGISTRY, ComponentInput, Mechanism, build_model, set_component
 
-__all__ = ["Fit", "RoleFitter", "WeightedDraws", "fitter", "prepare_fitters"]
+__all__ = ["Fit", "RoleFitter", "WeightedDraws", "build_fitter", "fitter", "prepare_fitters"]
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,11 @@ class RoleFitter:
             n = int(np.asarray(ip[v.name]).size)
             self._slices[v.name] = slice(i, i + n)
             i += n
+
+    @property
+    def density(self) -> pytensor.compile.function.types.Function:
+        """The log density and its gradient at a contiguous float64 vector, unchecked."""
+        return self._fg
 
     def _neg(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         lp, g = self._fg(np.ascontiguousarray(x, dtype=float))
@@ -317,7 +322,8 @@ def _covariance(neg_hessian: np.ndarray) -> np.ndarray:
 _CACHE: dict[tuple[str, int], RoleFitter] = {}
 
 
-def _build(role: str, n_time: int) -> RoleFitter:
+def build_fitter(role: str, n_time: int) -> RoleFitter:
+    """A newly compiled fitter of ``role``, not shared with anyone (see ``fitter``)."""
     log.debug("compiling the %s model", role)
     return RoleFitter(REGISTRY[role](), n_time)
 
@@ -326,13 +332,13 @@ def fitter(role: str, n_time: int) -> RoleFitter:
     """The compiled fitter of ``role`` (a mechanism name, ``propagated`` or ``none``), cached."""
     key = (role, n_time)
     if key not in _CACHE:
-        _CACHE[key] = load_or_build(f"fitter-{role}-{n_time}", lambda: _build(role, n_time))
+        _CACHE[key] = load_or_build(f"fitter-{role}-{n_time}", lambda: build_fitter(role, n_time))
     return _CACHE[key]
 
 
 def prepare_fitters(roles: Sequence[str], n_time: int, workers: int) -> None:
     """Make the fitters of ``roles`` ready, compiling the missing ones on ``workers`` cores."""
-    build_missing({f"fitter-{r}-{n_time}": partial(_build, r, n_time)
+    build_missing({f"fitter-{r}-{n_time}": partial(build_fitter, r, n_time)
                    for r in roles if (r, n_time) not in _CACHE}, workers)
     for role in roles:
         fitter(role, n_time)
