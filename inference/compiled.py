@@ -25,6 +25,7 @@ import os
 import pickle
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
@@ -38,6 +39,7 @@ import pytensor
 
 import latentcause.models as models_pkg
 from latentcause import __version__
+from latentcause.inference.parallel_c import compiling_side_by_side, prepare_module_cache
 from latentcause.inference.pool import map_tasks
 
 __all__ = ["build_missing", "cache_dir", "load_or_build"]
@@ -173,10 +175,11 @@ def build_missing(builders: Mapping[str, Callable[[], object]], workers: int) ->
 
     Compiling is one core's work per graph, and a cold start compiles every role: serially,
     125 s of a 184 s cold analysis of a sock-shop incident (13 components) on this 2-core
-    machine. Here forked children build their share of the missing entries at once and store
-    them; the caller then loads every entry with ``load_or_build`` as usual. Nothing passes
-    back through the fork but the names, so without a cache (``LATENTCAUSE_CACHE_DIR=off``)
-    there is nowhere to put the results and nothing is done: the caller builds serially.
+    machine. Here forked children build their share of the missing entries at once, their
+    C code too (``parallel_c``), and store them; the caller then loads every entry with
+    ``load_or_build`` as usual. Nothing passes back through the fork but the names, so
+    without a cache (``LATENTCAUSE_CACHE_DIR=off``) there is nowhere to put the results and
+    nothing is done: the caller builds serially.
     """
     folder = cache_dir()
     if folder is None:
@@ -186,9 +189,13 @@ def build_missing(builders: Mapping[str, Callable[[], object]], workers: int) ->
         return []
 
     def build_one(name: str) -> str:
-        load_or_build(name, builders[name])
+        start = time.perf_counter()
+        with compiling_side_by_side():
+            load_or_build(name, builders[name])
+        log.debug("built %s in %.1f s", name, time.perf_counter() - start)
         return name
 
+    prepare_module_cache()
     return map_tasks(build_one, missing, workers, min_tasks=2)
 
 
