@@ -326,8 +326,9 @@ def _inference_data(grid: Grid, post: Posterior, leader_i: int, k: int, s: int,
             mu, sigma = mu_root, sigma_root
         else:
             role = role_of(post, leader_i, c_i)
-            fit = fits[fit_key(comp.name, role, k, s, kept)]
-            mu, sigma = _laplace_predict(role, fit, n_chain * n_draw, rng)
+            key = fit_key(comp.name, role, k, s, kept)
+            mu, sigma = _laplace_predict(role, fits[key], _input(comp, grid, key[2], s),
+                                         n_chain * n_draw, rng)
             mu = mu.reshape(n_chain, n_draw, *mu.shape[1:])
             sigma = sigma.reshape(n_chain, n_draw, *sigma.shape[1:])
         for label, row, _signal in _series_of(comp):
@@ -368,14 +369,12 @@ def _inference_data(grid: Grid, post: Posterior, leader_i: int, k: int, s: int,
     return idata, labels
 
 
-def _laplace_predict(role: str, fit: Fit, n: int,
+def _laplace_predict(role: str, fit: Fit, data: ComponentInput, n: int,
                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted rows under the Gaussian approximation of a role's posterior."""
-    f = fitter(role, N_TIME)
+    """Predicted rows of ``data`` under the Gaussian approximation of ``fit``'s posterior."""
     chol = np.linalg.cholesky(fit.cov)
     xs = fit.x_map + rng.standard_normal((n, fit.x_map.size)) @ chol.T
-    mus, sigmas = zip(*(f.predict(x) for x in xs), strict=True)
-    return np.stack(mus), np.stack(sigmas)
+    return fitter(role, N_TIME).predict(data, xs)
 
 
 # ----------------------------------------------------------------------------- adequacy
@@ -423,8 +422,8 @@ def _ambiguity(grid: Grid, post: Posterior, kept: list[int],
     names = [c.name for c in grid.components]
     simulated: dict[tuple[int, str, str], np.ndarray] = {}
 
-    def fit_of(h_i: int, comp: str) -> tuple[str, int, Fit]:
-        """The role ``comp`` plays under hypothesis ``h_i``, its onset and its fit."""
+    def fit_of(h_i: int, comp: str) -> tuple[str, int, Fit, ComponentInput]:
+        """The role ``comp`` plays under hypothesis ``h_i``, its onset, fit and data."""
         h = post.hypotheses[h_i]
         k, s = kept[int(post.best_onset[h_i])], int(post.best_drift[h_i])
         if h.component == comp:
@@ -434,14 +433,14 @@ def _ambiguity(grid: Grid, post: Posterior, kept: list[int],
         else:
             role = "none"
         key = fit_key(comp, role, k, s, kept)
-        return role, key[2], fits[key]
+        return role, key[2], fits[key], _input(grid.component(comp), grid, key[2], s)
 
     def simulate(j: int, comp: str, row: str) -> np.ndarray | None:
         h_i = lead[j]
         key = (h_i, comp, row)
         if key not in simulated:
-            role, k, fit = fit_of(h_i, comp)
-            mu, _ = _laplace_predict(role, fit, 48, rng)
+            role, k, fit, data = fit_of(h_i, comp)
+            mu, _ = _laplace_predict(role, fit, data, 48, rng)
             after = grid.candidates[k].step > 0.5
             r = ROWS.index(row)
             simulated[key] = mu[:, r, after].mean(axis=1) - mu[:, r, ~after].mean(axis=1)

@@ -706,13 +706,28 @@ def test_finite_logp_and_gradient_at_start_points(role: str, incidents: dict[str
             set_component(f.model, data)
             for i, x in enumerate([f._x0, *f._starts(data)]):
                 lp, grad = f._fg(x)
-                mu, sigma = f.predict(x)
+                (mu,), (sigma,) = f.predict(data, x)
                 checked += 1
                 if not (np.isfinite(lp) and np.all(np.isfinite(grad))
                         and np.all(np.isfinite(mu)) and np.all(np.asarray(sigma) > 0)):
                     bad.append(f"{name}/{label}/start{i}: logp {float(lp):.3g}")
     assert checked > 50
     assert not bad, f"{role}: non-finite logp or gradient at\n" + "\n".join(bad[:20])
+
+
+def test_predictions_are_of_the_data_given_not_of_the_last_fitted() -> None:
+    """Regression: predictions for a non-root component were once made on the containers
+    of whatever the fitter had fitted last (another component, another onset)."""
+    f = fitter("service_slowdown", N_TIME)
+    rng = np.random.default_rng(SEED)
+    a = _drivers_input(y=rng.normal(0, 1, (len(ROWS), N_TIME)) * _row_set(OBSERVED))
+    b = dataclasses.replace(a, y=a.y[:, ::-1].copy(), step=1.0 - a.step, err_base=0.05)
+    fit_a = f.fit(a, rng, draws=32)
+    f.fit(b, rng, draws=32)
+    (mu,), (sigma,) = f.predict(a, fit_a.x_map)
+    assert np.allclose(mu, fit_a.mu) and np.allclose(sigma, fit_a.sigma)
+    (mu_b,), _ = f.predict(b, fit_a.x_map)
+    assert not np.allclose(mu_b, mu)
 
 
 def test_translate_carries_a_point_between_roles_that_share_a_likelihood() -> None:
@@ -726,7 +741,7 @@ def test_translate_carries_a_point_between_roles_that_share_a_likelihood() -> No
     there = surge.translate(x, loaded)
     assert there is not None
     assert np.exp(there[surge._slices["log_load_log__"]]) == pytest.approx(0.8)
-    assert np.allclose(surge.predict(there)[0], loaded.predict(x)[0])   # same prediction
+    assert np.allclose(surge.predict(data, there)[0], loaded.predict(data, x)[0])  # same
     back = loaded.translate(there, surge)
     assert back is not None and np.allclose(back, x)
     x[loaded._slices["log_load"]] = -0.3                                 # load fell: no surge
