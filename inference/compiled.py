@@ -39,6 +39,7 @@ import pytensor
 
 import latentcause.models as models_pkg
 from latentcause import __version__
+from latentcause.inference.c_header import precompiled_header
 from latentcause.inference.parallel_c import compiling_side_by_side, prepare_module_cache
 from latentcause.inference.pool import map_tasks
 
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Modules whose source decides what the cached objects are.
-_SOURCES = ("evidence.py", "sampling.py", "compiled.py")
+_SOURCES = ("evidence.py", "sampling.py", "compiled.py", "c_header.py")
 
 
 def _source_files() -> list[Path]:
@@ -101,14 +102,19 @@ CXXFLAGS = "-O1 -g0"
 def _compiler_flags() -> Iterator[None]:
     """Compile (and link cached C code) with ``CXXFLAGS`` unless the user chose a level.
 
-    The flags are part of PyTensor's key for each C module, so loading a role must see the
-    same flags as building it did, or every module is compiled again.
+    With them comes the precompiled header of ``c_header``. The flags are part of
+    PyTensor's key for each C module, so loading a role must see the same flags as building
+    it did, or every module is compiled again.
     """
     flags = str(pytensor.config.gcc__cxxflags)
     if any(f.startswith("-O") for f in flags.split()):
         yield
         return
-    with pytensor.config.change_flags(gcc__cxxflags=f"{flags} {CXXFLAGS}".strip()):
+    ours = f"{flags} {CXXFLAGS}".strip()
+    header = precompiled_header(ours)
+    if header is not None:
+        ours = f"-include {header} {ours}"
+    with pytensor.config.change_flags(gcc__cxxflags=ours):
         yield
 
 
