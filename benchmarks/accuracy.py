@@ -25,8 +25,12 @@ and ambiguity as the CLI, without NUTS, the adequacy check or report files. It i
 changes are measured with; the full run is what the time, adequacy and convergence figures
 come from.
 
-Timing is wall time of the whole CLI process, compile cache included: run once with a fresh
-``PYTENSOR_FLAGS=base_compiledir=...`` for the cold figure.
+Timing is wall time of the whole CLI process, compile cache included. ``--cold`` gives
+every incident an empty compile directory of its own (and so an empty cache of compiled
+roles): the first-run time a new user sees, per incident. With ``--jobs 1`` only, or the
+runs share the two cores::
+
+    python benchmarks/accuracy.py --sockshop --cold --match '*/1' --results cold.jsonl
 """
 
 from __future__ import annotations
@@ -83,14 +87,25 @@ def suite_cases(n: int, seed: int, cache: Path) -> list[dict[str, Any]]:
     return cases
 
 
-def run_case(case: dict[str, Any], seed: int, extra: list[str]) -> dict[str, Any]:
-    """Run the CLI on one case and summarise the report against the truth."""
+def run_case(case: dict[str, Any], seed: int, extra: list[str], cold: bool = False,
+             ) -> dict[str, Any]:
+    """Run the CLI on one case and summarise the report against the truth.
+
+    ``cold``: in an empty compile directory, deleted afterwards.
+    """
     with tempfile.TemporaryDirectory(prefix="lc-bench-") as tmp:
         out = Path(tmp) / "out"
+        env = dict(os.environ)
+        if cold:
+            env["PYTENSOR_FLAGS"] = ",".join(
+                [f for f in env.get("PYTENSOR_FLAGS", "").split(",")
+                 if f and not f.startswith(("base_compiledir=", "compiledir="))]
+                + [f"base_compiledir={Path(tmp) / 'compiledir'}"])
+            env.pop("LATENTCAUSE_CACHE_DIR", None)
         t0 = time.perf_counter()
         proc = subprocess.run([CLI, "analyze", "--input", case["input"], "--out", str(out),
                                "--seed", str(seed), "--quiet", *extra],
-                              capture_output=True, text=True, check=False)
+                              capture_output=True, text=True, check=False, env=env)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             return {**case, "ok": False, "wall_s": wall,
@@ -237,10 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ranking-only", action="store_true",
                     help="in this process, the evidence stage only (no NUTS, adequacy or "
                     "report files): the same probabilities as the CLI in a fraction of the time")
+    ap.add_argument("--cold", action="store_true",
+                    help="each incident with an empty compile directory (first-run time)")
     ap.add_argument("extra", nargs="*", help="more options for analyze, after --")
     args = ap.parse_args(argv)
     if not args.sockshop and not args.suite:
         ap.error("give --sockshop and/or --suite N")
+    if args.cold and args.ranking_only:
+        ap.error("--cold times the CLI; it does not go with --ranking-only")
     cases: list[dict[str, Any]] = []
     if args.sockshop:
         found = sockshop_cases(Path(args.sockshop))
@@ -259,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             done[(row["set"], row["id"])] = row
     todo = [c for c in cases if (c["set"], c["id"]) not in done]
     print(f"{len(cases)} incidents, {len(todo)} to run, {args.jobs} at a time", file=sys.stderr)
-    env_note = os.environ.get("PYTENSOR_FLAGS", "(default PyTensor cache)")
+    env_note = ("an empty compile directory per incident" if args.cold else
+                os.environ.get("PYTENSOR_FLAGS", "(default PyTensor cache)"))
     print(f"PYTENSOR_FLAGS={env_note}", file=sys.stderr)
     with ExitStack() as stack, args.results.open("a") as sink:
         rows: Iterable[dict[str, Any]]
@@ -267,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = (rank_case(c, args.seed) for c in todo)
         else:
             pool = stack.enter_context(ThreadPoolExecutor(max_workers=args.jobs))
-            rows = pool.map(lambda c: run_case(c, args.seed, args.extra), todo)
+            rows = pool.map(lambda c: run_case(c, args.seed, args.extra, args.cold), todo)
         for i, row in enumerate(rows):
             sink.write(json.dumps(row) + "\n")
             sink.flush()
