@@ -32,6 +32,8 @@ __all__ = ["compiling_side_by_side", "prepare_module_cache"]
 
 log = logging.getLogger(__name__)
 
+_PYTENSOR_MODULE_FROM_KEY = cmodule.ModuleCache.module_from_key
+
 #: PyTensor releases whose ``ModuleCache.module_from_key`` ``_module_from_key`` follows.
 CHECKED_VERSIONS = ("2.38.",)
 
@@ -58,12 +60,13 @@ def compiling_side_by_side() -> Iterator[None]:
         log.debug("PyTensor %s: compiling C modules under its lock", pytensor.__version__)
         yield
         return
-    original = cmodule.ModuleCache.module_from_key
     cmodule.ModuleCache.module_from_key = _module_from_key  # type: ignore[method-assign]
     try:
         yield
     finally:
-        cmodule.ModuleCache.module_from_key = original  # type: ignore[method-assign]
+        # PyTensor's own, not whatever was there on entry: with blocks overlapping in two
+        # threads, the one leaving last must not leave this module's version behind.
+        cmodule.ModuleCache.module_from_key = _PYTENSOR_MODULE_FROM_KEY  # type: ignore[method-assign]
 
 
 def _module_from_key(self: cmodule.ModuleCache, key: Any, lnk: Any) -> Any:
