@@ -10,6 +10,7 @@ costing the time it was built to save.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -52,7 +53,6 @@ def test_modules_compile_with_the_precompiled_header(tmp_path: Path) -> None:
     (gch,) = tmp_path.glob("compiledir_*/latentcause-header/*/modules.h.gch")
     assert f"-include {gch.with_suffix('')}" in result["flags"]
     x = [0.0, 1.0, 2.0]
-    import math
     assert result["total"] == pytest.approx(3 * sum(map(math.exp, x))
                                             + sum(math.log1p(v * v) for v in x))
     assert result["vec"] == pytest.approx([math.tanh(5 * v) - math.sqrt(v * v + 1) for v in x])
