@@ -420,7 +420,7 @@ def _ambiguity(grid: Grid, post: Posterior, kept: list[int],
     cs = amb.credible_set(p)
     lead = [i for i in post.order()[:4] if p[i] > 0.01]
     names = [c.name for c in grid.components]
-    simulated: dict[tuple[int, str, str], np.ndarray] = {}
+    changes: dict[tuple[int, str], np.ndarray] = {}
 
     def fit_of(h_i: int, comp: str) -> tuple[str, int, Fit, ComponentInput]:
         """The role ``comp`` plays under hypothesis ``h_i``, its onset, fit and data."""
@@ -436,15 +436,14 @@ def _ambiguity(grid: Grid, post: Posterior, kept: list[int],
         return role, key[2], fits[key], _input(grid.component(comp), grid, key[2], s)
 
     def simulate(j: int, comp: str, row: str) -> np.ndarray | None:
-        h_i = lead[j]
-        key = (h_i, comp, row)
-        if key not in simulated:
-            role, k, fit, data = fit_of(h_i, comp)
+        # One set of predictive draws per (hypothesis, component) serves all its rows.
+        key = (lead[j], comp)
+        if key not in changes:
+            role, k, fit, data = fit_of(*key)
             mu, _ = _laplace_predict(role, fit, data, 48, rng)
             after = grid.candidates[k].step > 0.5
-            r = ROWS.index(row)
-            simulated[key] = mu[:, r, after].mean(axis=1) - mu[:, r, ~after].mean(axis=1)
-        return simulated[key]
+            changes[key] = mu[:, :, after].mean(axis=2) - mu[:, :, ~after].mean(axis=2)
+        return changes[key][:, ROWS.index(row)]
 
     discriminating: list[dict[str, object]] = []
     if len(lead) > 1:
