@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
@@ -125,6 +126,17 @@ class Mechanism:
     def effects(self, params: Mapping[str, pt.TensorVariable], d: Drivers) -> Effects:
         """Return the per-row changes and the hidden state, given parameters and drivers."""
         raise NotImplementedError
+
+    def retry_share(self, rate_change: np.ndarray) -> np.ndarray:
+        """Share of the arrivals after the onset that are retries, from the rate's log change.
+
+        What a retry counter (or a retry attribute on spans) would read. No row of the
+        observation model carries it, yet it is the measurement that separates mechanisms
+        whose rows are alike (a retry storm and a surge past saturation predict the same
+        queue), so the engine offers it as a discriminating signal. Zero unless the
+        mechanism's extra load is retries.
+        """
+        return np.zeros_like(rate_change)
 
     def config(self) -> dict[str, Any]:
         """Serialisable configuration: name and priors."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import pytensor.tensor as pt
 
 from latentcause.models import physics as ph
@@ -321,6 +322,10 @@ class RetryStorm(Mechanism):
         rows["cpu"] = rows.pop("cpu_served")
         hidden["amplification"] = -pt.expm1(-log_load)
         return Effects(rows, hidden)
+
+    def retry_share(self, rate_change: np.ndarray) -> np.ndarray:
+        """The amplification: arrivals beyond the unchanged offered load are retries."""
+        return -np.expm1(-np.clip(rate_change, 0.0, None))
 
 
 @register

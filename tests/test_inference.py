@@ -302,3 +302,24 @@ def test_ranking_alone_gives_the_reported_probabilities(analysed: tuple[Path, di
     for h in report["hypotheses"][:5]:
         label = "none" if h["component"] is None else f"{h['component']}/{h['mechanism']}"
         assert ranked[label] == pytest.approx(h["probability"], abs=1e-4), label
+
+
+@pytest.mark.slow
+def test_a_storm_that_passes_for_a_surge_asks_for_the_retry_share(tmp_path: Path) -> None:
+    """A simulated retry storm in payment that the observed rows cannot tell from a surge
+    past saturation (their queues are the same): the report asks for the share of retries."""
+    case = tmp_path / "storm"
+    subprocess.run([CLI, "simulate", "--mechanism", "retry_storm", "--component", "payment",
+                    "--seed", "3", "--out", str(case)], check=True, capture_output=True)
+    out = tmp_path / "out"
+    proc = subprocess.run([CLI, "analyze", "--input", str(case), "--out", str(out),
+                           "--draws", "300", "--quiet"],
+                          capture_output=True, text=True, timeout=1800, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    amb = json.loads((out / "report.json").read_text())["ambiguity"]
+    credible = {(h["component"], h["mechanism"]) for h in amb["credible_set"]}
+    assert {("payment", "retry_storm"), ("payment", "traffic_surge")} <= credible
+    first = amb["discriminating_signals"][0]
+    assert (first["component"], first["signal"], first["observed"]) == (
+        "payment", "retries", False)
+    assert first["information_bits"] > 0.5

@@ -107,6 +107,15 @@ def test_registry_holds_the_vocabulary_and_the_non_root_roles() -> None:
     assert [n for n in REGISTRY if not REGISTRY[n].is_root] == ["propagated", "loaded"]
 
 
+def test_only_a_retry_storm_says_its_extra_load_is_retries() -> None:
+    """``retry_share`` is what a retry counter would read: the storm's amplification."""
+    change = np.array([-0.3, 0.0, np.log(2.0), np.log(4.0)])
+    assert np.allclose(REGISTRY["retry_storm"]().retry_share(change), [0.0, 0.0, 0.5, 0.75])
+    for name in ROLES:
+        if name != "retry_storm":
+            assert np.all(REGISTRY[name]().retry_share(change) == 0.0), name
+
+
 def test_signatures_name_known_rows_and_directions() -> None:
     for name in ROLES:
         mech = REGISTRY[name]()

@@ -329,6 +329,10 @@ def signal_entries(report: Mapping[str, Any]) -> list[tuple[str | None, str, flo
     return out
 
 
+#: The signal name the engine gives the share of requests that are retries.
+_RETRIES = "retries"
+
+
 def _signal_name(comp: str | None, signal: str) -> str:
     return f"{comp}/{signal}" if comp else signal
 
@@ -407,6 +411,12 @@ def _ambiguity_section(report: Mapping[str, Any]) -> list[Block]:
             lead = "To tell them apart, collect:" if is_ambiguous(report) else (
                 "To make the result firmer, collect:")
             blocks.append(Paragraph((Strong(lead), " " + ", ".join(missing[:5]) + ".")))
+            if any(s == _RETRIES for _, s, _, obs in signals if obs is False):
+                blocks.append(Paragraph((
+                    Code(_RETRIES), " is the share of requests that are retries: a client's "
+                    "retry counter, or a retry attribute on spans. A retry storm's extra load is "
+                    "retries, a surge's is new arrivals; the other signals cannot tell them apart.",
+                )))
         elif is_ambiguous(report):
             blocks.append(Paragraph((
                 "These signals were already observed; a longer window or a finer step on "
