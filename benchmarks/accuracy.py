@@ -166,6 +166,8 @@ def score(case: dict[str, Any], report: dict[str, Any], wall: float) -> dict[str
         "credible_set_has_truth": any(
             (c["component"], c["mechanism"]) in equivalent
             for c in report["ambiguity"]["credible_set"]),
+        "signals": [f"{d['component']}/{d['signal']}"
+                    for d in report["ambiguity"].get("discriminating_signals", [])[:3]],
         "fits": report.get("adequacy", {}).get("fits"),
         "converged": report.get("diagnostics", {}).get("converged"),
         "timing_s": report.get("timing_s"),
