@@ -223,6 +223,26 @@ class RoleFitter:
             out[sl] = src
         return out
 
+    def with_value(self, x: np.ndarray, name: str, value: float) -> np.ndarray | None:
+        """``x`` with one scalar parameter set to ``value`` in its own space.
+
+        The inverse of ``values``; None when ``value`` is outside the parameter's support.
+        """
+        out = x.copy()
+        if name in self._slices:
+            out[self._slices[name]] = value
+        elif f"{name}_log__" in self._slices:
+            if not value > 0:
+                return None
+            out[self._slices[f"{name}_log__"]] = np.log(value)
+        elif f"{name}_logodds__" in self._slices:
+            if not 0 < value < 1:
+                return None
+            out[self._slices[f"{name}_logodds__"]] = special.logit(value)
+        else:
+            raise KeyError(f"{self.mechanism.name} has no parameter {name!r}")
+        return out
+
     def values(self, xs: np.ndarray, name: str) -> np.ndarray:
         """One free parameter's values in its own space (the log and log-odds transforms undone)."""
         if name in self._slices:

@@ -757,6 +757,24 @@ def test_translate_carries_a_point_between_roles_that_share_a_likelihood() -> No
     assert surge.translate(x, loaded) is None
 
 
+def test_a_surge_past_saturation_is_carried_to_the_storm_that_predicts_the_same() -> None:
+    """The engine seeds a storm's fit from a surge's optimum (and back) by converting the one
+    parameter they name differently: the converted point must predict the same rows."""
+    surge, storm = fitter("traffic_surge", N_TIME), fitter("retry_storm", N_TIME)
+    rng = np.random.default_rng(SEED)
+    data = _drivers_input(y=rng.normal(0, 1, (len(ROWS), N_TIME)) * _row_set(OBSERVED))
+    x = surge.with_value(surge._x0 + 0.1 * rng.standard_normal(surge.size), "log_load", 1.5)
+    x = surge.with_value(x, "rho0", 0.5)                   # arrivals x4.5 over 0.5: saturated
+    there = engine._start_from("retry_storm", "traffic_surge", x)
+    assert there is not None
+    assert storm.values(there[None], "log_overload")[0, 0] == pytest.approx(1.5 + np.log(0.5))
+    assert np.allclose(storm.predict(data, there)[0], surge.predict(data, x)[0])
+    back = engine._start_from("traffic_surge", "retry_storm", there)
+    assert back is not None and np.allclose(back, x)
+    unsaturated = surge.with_value(x, "log_load", 0.3)        # x1.35 over 0.5: no overload
+    assert engine._start_from("retry_storm", "traffic_surge", unsaturated) is None
+
+
 def test_a_fit_stuck_below_its_twin_is_redone_from_the_twin(incidents: dict[str, Grid]) -> None:
     """A surge fit left at its initial point is fitted again from the loaded role's optimum."""
     grid = incidents["simulated-retry_storm"]
