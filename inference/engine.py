@@ -278,6 +278,8 @@ def _cross_seeded(grid: Grid, fits: dict[tuple[int, int, int, int], Fit],
         for key in [key for key in fits if key[1] == r_a]:
             c_i, _, k, s = key
             twin = (c_i, r_b, k, s)
+            if twin not in fits:
+                continue
             data = _input(grid.components[c_i], grid, k, s)
             for mine, other in ((key, twin), (twin, key)):
                 x = _start_from(ROLES[mine[1]], ROLES[other[1]], fits[other].x_map)
