@@ -30,6 +30,7 @@ CANONICAL_SIGNALS: tuple[str, ...] = (
     "lat_p95",
     "lat_p99",
     "restarts",
+    "retries",
     "self_time",
     "callee_time",
 )
@@ -60,6 +61,11 @@ _ALIASES: dict[str, str] = {
     "latency-avg": "lat_avg",
     "restarts": "restarts",
     "restart": "restarts",
+    # Share of requests that were retries (0..1), as a mesh counts attempts: what separates
+    # a retry storm from a surge past saturation, whose other signals are alike.
+    "retries": "retries",
+    "retry_ratio": "retries",
+    "retry_share": "retries",
     # From traces: mean time per request in the service's own spans, and waiting on callees.
     "self_time": "self_time",
     "callee_time": "callee_time",
@@ -74,7 +80,7 @@ class SignalKind:
     """How a signal is put on an unbounded, scale-free axis.
 
     ``log`` for positive quantities (rates, latencies, cpu, memory), ``logit`` for ratios in
-    [0, 1] (errors), ``count`` for monotone counters whose increments matter (restarts).
+    [0, 1] (errors, retries), ``count`` for monotone counters whose increments matter (restarts).
     """
 
     name: str
@@ -113,7 +119,7 @@ def split_column(column: str) -> tuple[str, str] | None:
 
 def signal_kind(signal: str) -> SignalKind:
     """Return how ``signal`` is transformed before modelling."""
-    if signal == "err":
+    if signal in ("err", "retries"):
         return SignalKind(signal, "logit")
     if signal == "restarts":
         return SignalKind(signal, "count")

@@ -64,11 +64,7 @@ DRIFT_MULTS = (0.25, 1.0)
 #: beyond a few nats that is all the combination needs to know.
 _SE_CAP = 5.0
 #: Noise of a measurement not yet taken, per transform, for discriminating signals.
-_UNOBSERVED_NOISE = {"err": 0.5, "restarts": 0.2}
-#: The share of requests that are retries (``Mechanism.retry_share``), a signal no input
-#: carries: its name in ``discriminating_signals`` and the noise of a retry counter's share.
-RETRIES = "retries"
-_RETRIES_NOISE = 0.05
+_UNOBSERVED_NOISE = {"err": 0.5, "restarts": 0.2, "retries": 0.25}
 
 Progress = Callable[[str, float], None]
 
@@ -113,6 +109,7 @@ def _input(comp: ComponentGrid, grid: Grid, k: int, s: int) -> ComponentInput:
     cand = grid.candidates[k]
     return ComponentInput(y=comp.y, mask=comp.mask, scale=comp.scale, step=cand.step,
                           elapsed=cand.elapsed, err_base=comp.err_base,
+                          retry_base=comp.retry_base,
                           weight=LIKELIHOOD_WEIGHT * comp.weight,
                           lat_level=comp.lat_level,
                           drift_mult=DRIFT_MULTS[s])
@@ -489,11 +486,8 @@ def _ambiguity(grid: Grid, post: Posterior, kept: list[int],
             role, k, fit, data = fit_of(*key)
             mu, _ = _laplace_predict(role, fit, data, 48, rng)
             after = grid.candidates[k].step > 0.5
-            change = mu[:, :, after].mean(axis=2) - mu[:, :, ~after].mean(axis=2)
-            # In the rows' units the rate's change is a log ratio.
-            retries = fitter(role, N_TIME).mechanism.retry_share(change[:, ROWS.index("rps")])
-            changes[key] = np.column_stack([change, retries])
-        return changes[key][:, len(ROWS) if row == RETRIES else ROWS.index(row)]
+            changes[key] = mu[:, :, after].mean(axis=2) - mu[:, :, ~after].mean(axis=2)
+        return changes[key][:, ROWS.index(row)]
 
     discriminating: list[dict[str, object]] = []
     if len(lead) > 1:
@@ -507,7 +501,6 @@ def _ambiguity(grid: Grid, post: Posterior, kept: list[int],
                 observed = bool(cg.mask[r_i].mean() > 0.5)
                 noise = cg.scale[r_i] if observed else _UNOBSERVED_NOISE.get(row, 0.1)
                 cands.append((comp, row, observed, float(noise)))
-            cands.append((comp, RETRIES, False, _RETRIES_NOISE))
         weights = p[lead] / p[lead].sum()
         discriminating = amb.rank_signals(weights, simulate, cands, rng)
     return {

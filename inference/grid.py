@@ -1,7 +1,9 @@
 """Put an incident on the fixed grid the models expect: scale-free rows per component.
 
 Each component's signals map onto the model rows (``latentcause.models.ROWS``): positive
-signals on a log scale, errors on a logit scale, restart counters as log1p of the increase.
+signals on a log scale, errors and retries on a logit scale (retries clipped at the retry
+budget, ``RETRY_FLOOR``: a share under it is read as none), restart counters as log1p of the
+increase.
 Every row is centred on the component's own baseline (median before the onset) and gets a
 robust spread (MAD with a floor, so a flat baseline does not make every wiggle infinite
 evidence). With a known onset, the pre-onset and post-onset parts get their own bins; with an
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from latentcause.errors import WindowError
-from latentcause.models import LATENCY_ROWS, ROWS
+from latentcause.models import LATENCY_ROWS, RETRY_FLOOR, ROWS
 from latentcause.observations import Observations
 from latentcause.signals import is_latency
 
@@ -32,7 +34,11 @@ LAST_CANDIDATE = N_TIME - 8
 
 # Spread floors per transform: 5 % on log rows, 0.25 on logit, 0.1 on counts.
 _FLOOR = {"log": 0.05, "logit": 0.25, "count": 0.1}
-_ROW_TRANSFORM = {r: "log" for r in ROWS} | {"err": "logit", "restarts": "count"}
+_ROW_TRANSFORM = {r: "log" for r in ROWS} | {"err": "logit", "retries": "logit",
+                                              "restarts": "count"}
+#: Lowest share on a logit row: errors keep their detail down to 0.5 %, retries start to count
+#: past the clients' retry budget.
+_LOGIT_LOW = {"err": 0.005, "retries": RETRY_FLOOR}
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class ComponentGrid:
     sources: dict[str, str] = field(default_factory=dict)  # row -> original signal name
     #: Per row and bin, the effective share of an independent sample (``independent_share``).
     weight: np.ndarray = field(default_factory=lambda: np.ones((len(ROWS), N_TIME)))
+    retry_base: float = RETRY_FLOOR
 
     @property
     def lat_level(self) -> np.ndarray:
@@ -171,18 +178,19 @@ def _component(obs: Observations, name: str, bins: np.ndarray,
     signals = obs.signals(name)
     lat, tail = _pick_latency(signals)
     sources: dict[str, str] = {
-        r: r for r in ("cpu", "mem", "rps", "err", "restarts", "self_time", "callee_time")
+        r: r for r in ("cpu", "mem", "rps", "err", "restarts", "self_time", "callee_time",
+                       "retries")
         if r in signals}
     if lat:
         sources["lat"] = lat
     if tail:
         sources["lat_tail"] = tail
-    err_base = 0.01
+    err_base, retry_base = 0.01, RETRY_FLOOR
     weight = np.ones((n_rows, N_TIME))
     for row, signal in sources.items():
         i = ROWS.index(row)
         x = obs.frame[(name, signal)].to_numpy(dtype=float)
-        z, floor[i] = _transform(x, _ROW_TRANSFORM[row], signal)
+        z, floor[i] = _transform(x, _ROW_TRANSFORM[row], _LOGIT_LOW.get(row, 0.005))
         binned = _bin_mean(z, bins)
         ok = np.isfinite(binned)
         if ok.sum() < 4:
@@ -199,8 +207,11 @@ def _component(obs: Observations, name: str, bins: np.ndarray,
                                       float(np.median(widths[baseline_bins])))
         if row == "err":
             err_base = float(np.clip(1.0 / (1.0 + np.exp(-centre[i])), 0.001, 0.5))
+        if row == "retries":
+            retry_base = float(np.clip(1.0 / (1.0 + np.exp(-centre[i])), RETRY_FLOOR, 0.9))
     return ComponentGrid(name=name, y=y, mask=mask, scale=scale, centre=centre, floor=floor,
-                         err_base=err_base, sources=sources, weight=weight)
+                         err_base=err_base, sources=sources, weight=weight,
+                         retry_base=retry_base)
 
 
 def independent_share(base: np.ndarray, widths: np.ndarray, base_width: float) -> np.ndarray:
@@ -225,13 +236,17 @@ def independent_share(base: np.ndarray, widths: np.ndarray, base_width: float) -
     return np.clip((1.0 - r) / (1.0 + r), 0.1, 1.0)
 
 
-def _transform(x: np.ndarray, kind: str, signal: str) -> tuple[np.ndarray, float]:
-    """Scale-free axis for one series; returns the values and the floor used."""
+def _transform(x: np.ndarray, kind: str, low: float) -> tuple[np.ndarray, float]:
+    """Scale-free axis for one series; returns the values and the floor used.
+
+    ``low`` is the lowest share a logit row tells apart from the one below it.
+    """
     finite = x[np.isfinite(x)]
     if kind == "logit":
         if finite.size and np.nanmax(finite) > 1.0:  # percent
             x = x / 100.0
-        return np.log(np.clip(x, 0.005, 0.995) / (1 - np.clip(x, 0.005, 0.995))), 0.005
+        clipped = np.clip(x, low, 0.995)
+        return np.log(clipped / (1 - clipped)), low
     if kind == "count":
         first = finite[0] if finite.size else 0.0
         return np.log1p(np.clip(x - first, 0.0, None)), 0.0

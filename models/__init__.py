@@ -14,6 +14,7 @@ from latentcause.models import mechanisms as _mechanisms  # noqa: F401  (fills R
 from latentcause.models._base import (
     LATENCY_ROWS,
     REGISTRY,
+    RETRY_FLOOR,
     ROWS,
     Drivers,
     Effects,
@@ -29,6 +30,7 @@ __all__ = [
     "NU",
     "REGISTRY",
     "LATENCY_ROWS",
+    "RETRY_FLOOR",
     "ROLES",
     "ROWS",
     "ComponentInput",
@@ -44,7 +46,7 @@ __all__ = [
 ]
 
 #: Version of the model library; results made with another version are stale.
-MODEL_VERSION = "8"
+MODEL_VERSION = "9"
 
 #: The root mechanisms of the INTERFACE.md vocabulary (``none`` is the absence of a root).
 MECHANISMS: tuple[str, ...] = (

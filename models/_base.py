@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
 
@@ -22,6 +21,7 @@ from latentcause.errors import ModelError
 
 __all__ = [
     "REGISTRY",
+    "RETRY_FLOOR",
     "Drivers",
     "Effects",
     "Mechanism",
@@ -32,10 +32,19 @@ __all__ = [
 #: Rows of the observation matrix each component is put on (fixed, so graphs compile once).
 ROWS: tuple[str, ...] = (
     "cpu", "mem", "rps", "err", "lat", "lat_tail", "restarts", "self_time", "callee_time",
+    "retries",
 )
 ROW = {name: i for i, name in enumerate(ROWS)}
 #: The rows that measure a component's latency.
 LATENCY_ROWS: tuple[str, ...] = ("lat", "lat_tail", "self_time", "callee_time")
+
+#: The retry budget: a share of requests that are retries below which they count as none.
+#: Clients that retry do so within a budget (Finagle's and Envoy's default to 20 % of
+#: requests; the simulator's callers use 5 %), so any failing dependency draws retries up to
+#: it whatever the mechanism; only a storm's retries go past it and carry load of their own.
+#: The retry share is read on a logit axis clipped here, so no mechanism has to predict
+#: where under the budget a client's retries sit.
+RETRY_FLOOR = 0.2
 
 
 @dataclass(frozen=True)
@@ -69,7 +78,9 @@ class Drivers:
     row (``lat``), e.g. p99 / p50: an added wait of d seconds raises p50 by d / p50 but p99
     only by d / p99, so a mechanism that adds time needs the levels, one that multiplies it
     does not. None means every level is 1. ``lat_seen`` is 1 when the component's latency
-    is measured (any latency row observed), 0 when it is not.
+    is measured (any latency row observed), 0 when it is not. ``retry_base`` is the baseline
+    share of requests that are retries, at least the budget below which retries are read as
+    none (see ``latentcause.inference.grid``).
     """
 
     step: pt.TensorVariable
@@ -77,6 +88,7 @@ class Drivers:
     err_base: pt.TensorVariable
     lat_level: pt.TensorVariable | None = None
     lat_seen: pt.TensorVariable | float = 1.0
+    retry_base: pt.TensorVariable | float = RETRY_FLOOR
 
     def level(self, row: str) -> pt.TensorVariable | float:
         """Baseline level of latency row ``row`` relative to the centre latency row."""
@@ -126,17 +138,6 @@ class Mechanism:
     def effects(self, params: Mapping[str, pt.TensorVariable], d: Drivers) -> Effects:
         """Return the per-row changes and the hidden state, given parameters and drivers."""
         raise NotImplementedError
-
-    def retry_share(self, rate_change: np.ndarray) -> np.ndarray:
-        """Share of the arrivals after the onset that are retries, from the rate's log change.
-
-        What a retry counter (or a retry attribute on spans) would read. No row of the
-        observation model carries it, yet it is the measurement that separates mechanisms
-        whose rows are alike (a retry storm and a surge past saturation predict the same
-        queue), so the engine offers it as a discriminating signal. Zero unless the
-        mechanism's extra load is retries.
-        """
-        return np.zeros_like(rate_change)
 
     def config(self) -> dict[str, Any]:
         """Serialisable configuration: name and priors."""

@@ -35,7 +35,7 @@ import pymc as pm
 import pytensor.tensor as pt
 from scipy.special import gammaln
 
-from latentcause.models._base import LATENCY_ROWS, ROW, ROWS, Drivers, Mechanism
+from latentcause.models._base import LATENCY_ROWS, RETRY_FLOOR, ROW, ROWS, Drivers, Mechanism
 
 __all__ = ["NU", "ComponentInput", "build_model", "set_component"]
 
@@ -80,6 +80,7 @@ class ComponentInput:
     weight: np.ndarray | float = 1.0  # per row and bin (len(ROWS), T), or one for all
     drift_mult: float = 1.0
     lat_level: np.ndarray | None = None  # per row; see ``Drivers.lat_level``
+    retry_base: float = RETRY_FLOOR  # see ``Drivers.retry_base``
 
 
 def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
@@ -96,6 +97,7 @@ def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
         drift_mult = pm.Data("drift_mult", 1.0)
         lat_level = pm.Data("lat_level", np.ones(n_rows))
         lat_seen = pm.Data("lat_seen", 1.0)
+        retry_base = pm.Data("retry_base", RETRY_FLOOR)
 
         baseline = pm.Normal("baseline", 0.0, 2.0, shape=n_rows)
         noise_log = pm.Normal("noise_log", 0.0, 0.5, shape=n_rows)
@@ -109,7 +111,8 @@ def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
 
         params = {k: prior.build(k) for k, prior in mechanism.priors.items()}
         effects = mechanism.effects(params, Drivers(step=step, elapsed=elapsed, err_base=err_base,
-                                                    lat_level=lat_level, lat_seen=lat_seen))
+                                                    lat_level=lat_level, lat_seen=lat_seen,
+                                                    retry_base=retry_base))
         zero = pt.zeros(n_time)
         effect = pt.stack([effects.rows.get(r, zero) * pt.ones(n_time) for r in ROWS])
         mu = pm.Deterministic(
@@ -150,6 +153,7 @@ def set_component(model: pm.Model, data: ComponentInput) -> None:
             "lat_level": (np.ones(len(ROWS)) if data.lat_level is None
                           else np.asarray(data.lat_level, dtype=float)),
             "lat_seen": float(np.asarray(data.mask)[[ROW[r] for r in LATENCY_ROWS]].any()),
+            "retry_base": float(data.retry_base),
         },
         model=model,
     )

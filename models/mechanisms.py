@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
 import pytensor.tensor as pt
 
 from latentcause.models import physics as ph
@@ -104,7 +103,8 @@ class NoChange(Mechanism):
     name = "none"
     summary = "nothing beyond normal variation"
     hidden_state = ()
-    signature = {r: "0" for r in ("cpu", "mem", "rps", "err", "lat", "lat_tail", "restarts")}
+    signature = {r: "0" for r in ("cpu", "mem", "rps", "err", "lat", "lat_tail", "restarts",
+                                   "retries")}
     priors: Mapping[str, Prior] = {}
 
     def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
@@ -125,7 +125,7 @@ class TrafficSurge(Mechanism):
     summary = "arrivals rose past the headroom: queueing delay from saturation"
     hidden_state = ("utilisation", "arrival_ratio", "latency_ratio", "error_ratio")
     signature = {"rps": "+", "cpu": "+", "lat": "+", "lat_tail": "+", "err": "~", "mem": "+",
-                 "self_time": "+"}
+                 "self_time": "+", "retries": "0"}
     priors = {
         # Log-normal, not half-normal: a surge of a few percent is what load_drift (normal
         # variation) already covers, and a half-normal's mass at zero made the two trade
@@ -163,7 +163,7 @@ class CapacityLoss(Mechanism):
     summary = "the service rate fell (cpu contention or hog, throttling, lost replicas)"
     hidden_state = ("utilisation", "capacity_ratio", "latency_ratio", "error_ratio")
     signature = {"rps": "0", "cpu": "~", "lat": "+", "lat_tail": "+", "err": "~", "mem": "~",
-                 "self_time": "+"}
+                 "self_time": "+", "retries": "0"}
     priors = {
         "log_capacity_loss": Prior("HalfNormal", {"sigma": 1.0}, "log of capacity before / after"),
         "cpu_shift": Prior("Normal", {"mu": 0.0, "sigma": 2.0},
@@ -199,7 +199,7 @@ class ServiceSlowdown(Mechanism):
     summary = "each request takes longer (sleep, I/O, lock, slow call) without more CPU"
     hidden_state = ("utilisation", "latency_ratio")
     signature = {"rps": "0", "cpu": "0", "lat": "+", "lat_tail": "+", "err": "0", "mem": "0",
-                 "self_time": "+"}
+                 "self_time": "+", "retries": "0"}
     priors = {
         # Log-normal like the surge's load: a wait of a few percent is normal variation.
         # Median 0.74 of the baseline latency, 95 % within 0.05 to 11.5 times it.
@@ -226,7 +226,8 @@ class ErrorFault(Mechanism):
     name = "error_fault"
     summary = "requests fail (bad deploy, config, failing call) without load or latency cause"
     hidden_state = ("error_ratio",)
-    signature = {"rps": "0", "cpu": "~", "lat": "-", "lat_tail": "-", "err": "+", "mem": "0"}
+    signature = {"rps": "0", "cpu": "~", "lat": "-", "lat_tail": "-", "err": "+", "mem": "0",
+                 "retries": "0"}
     priors = {
         "err_rise": Prior("HalfNormal", {"sigma": 4.0}, "logit rise of the error ratio"),
         "fast_fail": Prior("HalfNormal", {"sigma": 1.5},
@@ -260,7 +261,7 @@ class MemoryLeak(Mechanism):
     summary = "memory climbs beyond its normal range (ramp or step); GC, cpu, restarts follow"
     hidden_state = ("memory_ratio",)
     signature = {"mem": "+", "cpu": "~", "lat": "~", "lat_tail": "~", "restarts": "+",
-                 "rps": "0", "err": "0"}
+                 "rps": "0", "err": "0", "retries": "0"}
     priors = {
         "mem_step": Prior("HalfNormal", {"sigma": 1.0}, "log memory jump at the onset"),
         "mem_slope": Prior("HalfNormal", {"sigma": 1.0}, "log memory growth over the window"),
@@ -300,6 +301,11 @@ class RetryStorm(Mechanism):
     and the posterior says so instead of picking one by many nats of modelling detail. The
     trigger itself is not modelled either: a decaying burst with a free length (version 3)
     fitted the slow wander of quiet components' load.
+
+    Model version 9: what does separate them is the share of requests that are retries,
+    which a mesh counts (``retries``): a storm's extra arrivals are retries, a surge's are new
+    requests, and every other mechanism's failures draw retries only within the clients'
+    budget, below which the share is read as none (``RETRY_FLOOR``).
     """
 
     name = "retry_storm"
@@ -307,7 +313,7 @@ class RetryStorm(Mechanism):
     hidden_state = ("utilisation", "arrival_ratio", "latency_ratio", "error_ratio",
                     "amplification")
     signature = {"rps": "+", "cpu": "+", "lat": "+", "lat_tail": "+", "err": "+", "mem": "+",
-                 "self_time": "+"}
+                 "self_time": "+", "retries": "+"}
     priors = {
         # Log-normal, so no mass at the edge of saturation where a storm is not sustained:
         # median utilisation x1.25 of the capacity, 95 % within x1.05 and x2.9.
@@ -321,11 +327,11 @@ class RetryStorm(Mechanism):
         rows, hidden = _queueing(params, d, log_load, 0.0 * d.step)
         rows["cpu"] = rows.pop("cpu_served")
         hidden["amplification"] = -pt.expm1(-log_load)
+        # The share of requests that are retries goes from the baseline b to 1 - (1 - b) / L
+        # at L times the arrivals (the extra arrivals are retries): a logit change of
+        # log(1 + (L - 1) / b).
+        rows["retries"] = pt.log1p(pt.expm1(log_load) / d.retry_base)
         return Effects(rows, hidden)
-
-    def retry_share(self, rate_change: np.ndarray) -> np.ndarray:
-        """The amplification: arrivals beyond the unchanged offered load are retries."""
-        return -np.expm1(-np.clip(rate_change, 0.0, None))
 
 
 @register

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from latentcause.inference import ambiguity as amb
@@ -304,22 +305,42 @@ def test_ranking_alone_gives_the_reported_probabilities(analysed: tuple[Path, di
         assert ranked[label] == pytest.approx(h["probability"], abs=1e-4), label
 
 
-@pytest.mark.slow
-def test_a_storm_that_passes_for_a_surge_asks_for_the_retry_share(tmp_path: Path) -> None:
-    """A simulated retry storm in payment that the observed rows cannot tell from a surge
-    past saturation (their queues are the same): the report asks for the share of retries."""
+def _storm_analysis(tmp_path: Path, drop: str | None) -> dict:
+    """Simulate a retry storm in payment, optionally drop a column, and analyse it."""
     case = tmp_path / "storm"
     subprocess.run([CLI, "simulate", "--mechanism", "retry_storm", "--component", "payment",
                     "--seed", "3", "--out", str(case)], check=True, capture_output=True)
+    if drop is not None:
+        metrics = case / "metrics.csv"
+        pd.read_csv(metrics).drop(columns=[drop]).to_csv(metrics, index=False)
     out = tmp_path / "out"
     proc = subprocess.run([CLI, "analyze", "--input", str(case), "--out", str(out),
                            "--draws", "300", "--quiet"],
                           capture_output=True, text=True, timeout=1800, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    amb = json.loads((out / "report.json").read_text())["ambiguity"]
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_storm_without_its_retry_share_is_a_tie_that_asks_for_it(tmp_path: Path) -> None:
+    """Without the share of retries, a simulated retry storm's rows are those of a surge past
+    saturation (their queues are the same): the report says so and asks for that share."""
+    amb = _storm_analysis(tmp_path, drop="payment_retries")["ambiguity"]
     credible = {(h["component"], h["mechanism"]) for h in amb["credible_set"]}
     assert {("payment", "retry_storm"), ("payment", "traffic_surge")} <= credible
     first = amb["discriminating_signals"][0]
     assert (first["component"], first["signal"], first["observed"]) == (
         "payment", "retries", False)
     assert first["information_bits"] > 0.5
+
+
+@pytest.mark.slow
+def test_the_share_of_retries_tells_a_storm_from_a_surge(tmp_path: Path) -> None:
+    """The same storm with the share of retries a mesh counts: the storm, and no surge."""
+    report = _storm_analysis(tmp_path, drop=None)
+    top = report["hypotheses"][0]
+    assert (top["component"], top["mechanism"]) == ("payment", "retry_storm")
+    assert top["probability"] > 0.9
+    surge = next(h for h in report["hypotheses"]
+                 if (h["component"], h["mechanism"]) == ("payment", "traffic_surge"))
+    assert surge["probability"] < 0.05

@@ -44,6 +44,7 @@ from latentcause.models import (
     MECHANISMS,
     NU,
     REGISTRY,
+    RETRY_FLOOR,
     ROLES,
     ROWS,
     ComponentInput,
@@ -107,13 +108,12 @@ def test_registry_holds_the_vocabulary_and_the_non_root_roles() -> None:
     assert [n for n in REGISTRY if not REGISTRY[n].is_root] == ["propagated", "loaded"]
 
 
-def test_only_a_retry_storm_says_its_extra_load_is_retries() -> None:
-    """``retry_share`` is what a retry counter would read: the storm's amplification."""
-    change = np.array([-0.3, 0.0, np.log(2.0), np.log(4.0)])
-    assert np.allclose(REGISTRY["retry_storm"]().retry_share(change), [0.0, 0.0, 0.5, 0.75])
+def test_only_a_retry_storm_raises_the_share_of_retries() -> None:
+    """A storm's extra arrivals are retries; every other role leaves the retries row alone
+    (a failing dependency's retries stay within the clients' budget, the row's floor)."""
     for name in ROLES:
-        if name != "retry_storm":
-            assert np.all(REGISTRY[name]().retry_share(change) == 0.0), name
+        sign = REGISTRY[name].signature.get("retries", "0")
+        assert sign == ("+" if name == "retry_storm" else "0"), name
 
 
 def test_signatures_name_known_rows_and_directions() -> None:
@@ -400,7 +400,7 @@ def test_requests_in_flight_hold_memory_by_littles_law() -> None:
                                         lat_ceiling=CEILING, inflight=inflight)
     surge, _ = f(log_load=np.log(1.5 / 0.4), rho0=0.4, sat_err=2.0, lat_ceiling=CEILING,
                  inflight=inflight)
-    assert np.allclose(storm, surge) and np.all(post(storm, "mem")[4:] > 0.9)
+    assert np.allclose(storm[R["mem"]], surge[R["mem"]]) and np.all(post(storm, "mem")[4:] > 0.9)
     loss_args = {"log_capacity_loss": np.log(1.5 / 0.4), "cpu_shift": 0.0, "rho0": 0.4,
                  "sat_err": 2.0, "lat_ceiling": CEILING}
     held, _ = effect_fn("capacity_loss")(mem_shift=0.3, inflight=inflight, **loss_args)
@@ -586,7 +586,14 @@ def test_retry_storm_is_an_overload_its_retries_sustain() -> None:
         assert np.allclose(1 / (1 - hidden["amplification"][late]), np.exp(overload) / rho0)
     storm, _ = storm_fn(log_overload=np.log(1.5), rho0=0.4, sat_err=2.0, lat_ceiling=CEILING)
     surge, _ = surge_fn(log_load=np.log(1.5 / 0.4), rho0=0.4, sat_err=2.0, lat_ceiling=CEILING)
-    assert np.allclose(storm, surge)
+    others = [r for r in ROWS if r != "retries"]
+    assert np.allclose(storm[[R[r] for r in others]], surge[[R[r] for r in others]])
+    # ... except the share of requests that are retries: from the budget b to
+    # 1 - (1 - b) / L at L = 3.75 times the arrivals, where a surge's stays at the floor.
+    b = RETRY_FLOOR
+    share = 1 - (1 - b) / 3.75
+    assert np.allclose(storm[R["retries"], late], np.log(share / (1 - share)) - np.log(b / (1 - b)))
+    assert np.allclose(surge[R["retries"]], 0.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -768,7 +775,10 @@ def test_a_surge_past_saturation_is_carried_to_the_storm_that_predicts_the_same(
     there = engine._start_from("retry_storm", "traffic_surge", x)
     assert there is not None
     assert storm.values(there[None], "log_overload")[0, 0] == pytest.approx(1.5 + np.log(0.5))
-    assert np.allclose(storm.predict(data, there)[0], surge.predict(data, x)[0])
+    # The same rows, but for the share of retries, which only the storm raises.
+    same = [R[r] for r in ROWS if r != "retries"]
+    assert np.allclose(storm.predict(data, there)[0][..., same, :],
+                       surge.predict(data, x)[0][..., same, :])
     back = engine._start_from("traffic_surge", "retry_storm", there)
     assert back is not None and np.allclose(back, x)
     unsaturated = surge.with_value(x, "log_load", 0.3)        # x1.35 over 0.5: no overload

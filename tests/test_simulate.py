@@ -166,6 +166,20 @@ def test_retry_storm_outlives_its_trigger_while_a_plain_surge_recovers() -> None
     assert after(surge, "carts_lat_p90", **late) < 1.3 * before(surge, "carts_lat_p90")
 
 
+def test_a_storms_extra_arrivals_are_retries_and_a_surges_are_not() -> None:
+    """The share of retries a mesh counts: most of a storm's arrivals, a few percent of a
+    surge's past saturation (the callers' budget caps them), none before either."""
+    storm = sim("retry_storm", "carts", "moderate", kind="surge")
+    late = dict(start=storm.truth["parameters"]["trigger_s"] + 300)
+    # Three retries per call without budget: attempts 1 + f + f^2 + f^3 at failure share f.
+    assert after(storm, "carts_retries", **late) > 0.5
+    assert before(storm, "carts_retries") < 0.01
+    surge = sim("traffic_surge", "carts", "obvious")
+    assert after(surge, "carts_rps") > 1.8 * before(surge, "carts_rps")
+    assert after(surge, "carts_err") > 0.05                      # saturated: callers time out
+    assert after(surge, "carts_retries") < 0.06                  # but retry within 5 %
+
+
 def test_retry_storm_triggered_by_errors_also_persists() -> None:
     storm = sim("retry_storm", "catalogue-db", "obvious", kind="errors")
     late = dict(start=storm.truth["parameters"]["trigger_s"] + 300)
@@ -220,7 +234,7 @@ def test_written_folder_reads_back_with_the_onset(tmp_path: Path) -> None:
     assert obs.onset == inc.onset and obs.onset_source == "layout"
     assert set(obs.components) == set(COMPONENTS)
     assert obs.signals("front-end") == ["cpu", "mem", "rps", "err", "lat_p50", "lat_p90",
-                                        "lat_p99", "restarts"]
+                                        "lat_p99", "restarts", "retries"]
     truth = json.loads((folder / "truth.json").read_text())
     for key in ("component", "mechanism", "onset", "magnitude", "magnitude_label", "ambiguous",
                 "equivalent", "seed", "notes"):

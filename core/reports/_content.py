@@ -329,7 +329,7 @@ def signal_entries(report: Mapping[str, Any]) -> list[tuple[str | None, str, flo
     return out
 
 
-#: The signal name the engine gives the share of requests that are retries.
+#: The canonical signal of the share of requests that are retries.
 _RETRIES = "retries"
 
 
@@ -413,9 +413,11 @@ def _ambiguity_section(report: Mapping[str, Any]) -> list[Block]:
             blocks.append(Paragraph((Strong(lead), " " + ", ".join(missing[:5]) + ".")))
             if any(s == _RETRIES for _, s, _, obs in signals if obs is False):
                 blocks.append(Paragraph((
-                    Code(_RETRIES), " is the share of requests that are retries: a client's "
-                    "retry counter, or a retry attribute on spans. A retry storm's extra load is "
-                    "retries, a surge's is new arrivals; the other signals cannot tell them apart.",
+                    Code(_RETRIES), " is the share of requests that are retries, as a service "
+                    "mesh counts them (Envoy's upstream_rq_retry over its requests, Linkerd's "
+                    "retry metrics): give it as the column <component>_retries. A retry "
+                    "storm's extra load is retries, a surge's is new arrivals; the other "
+                    "signals cannot tell them apart.",
                 )))
         elif is_ambiguous(report):
             blocks.append(Paragraph((

@@ -86,7 +86,7 @@ _STATE = (
     ("memory_ratio", "memory ÷ baseline", 1.0, "baseline"),
 )
 
-_SIGNAL_ORDER = ("lat", "err", "rps", "cpu", "mem", "restarts")
+_SIGNAL_ORDER = ("lat", "err", "rps", "retries", "cpu", "mem", "restarts")
 
 
 @dataclass(frozen=True)
@@ -353,6 +353,8 @@ def _scale(signal: str, values: np.ndarray) -> tuple[float, str]:
         return 1.0, "memory (bytes)"
     if signal == "err":
         return 0.01, "errors (% of requests)"
+    if signal == "retries":
+        return 0.01, "retries (% of requests)"
     if signal == "rps":
         return 1.0, "requests / s"
     if signal == "cpu":

@@ -62,7 +62,8 @@ class Trace:
     ``errors`` those answered with an error; ``fast_share`` is the share of completions that
     failed fast (no queueing, no calls). ``backlog_wait``, ``p_wait``, ``queue_wait``,
     ``service`` and ``delay`` describe a request's own latency; ``retry_share`` (seconds,
-    edges) is the share of wanted retries the caller's budget allowed.
+    edges) is the share of wanted retries the caller's budget allowed; ``retried`` counts
+    the arrivals that are retries (the attempt header a mesh's proxy counts).
     """
 
     completed: np.ndarray
@@ -82,6 +83,7 @@ class Trace:
     latency: np.ndarray
     retry_share: np.ndarray
     edge_retries: np.ndarray
+    retried: np.ndarray
 
 
 def user_rate(
@@ -162,7 +164,7 @@ def run(
 
     r_served, r_fast, r_rejected, r_prop, r_gc = (record() for _ in range(5))
     r_arrivals, r_bw, r_pw, r_qw, r_service, r_latency = (record() for _ in range(6))
-    r_live, r_garbage, r_restarts = record(), record(), record()
+    r_live, r_garbage, r_restarts, r_retried = record(), record(), record(), record()
     r_up = np.empty((seconds, n), dtype=bool)
     r_oom = np.zeros((seconds, n), dtype=bool)
     r_share = np.empty((seconds, n_edges))
@@ -193,6 +195,7 @@ def run(
         final_fail = fail * (1.0 - share * (1.0 - f_r))
         attempts = served_prev[src] * p * (1.0 + allowed)
         arrivals = by_dst @ attempts + extra_counts[t]
+        r_retried[t] = by_dst @ (served_prev[src] * p * allowed)
 
         # Own capacity and queue.
         live = live0 + leak + rate_ema * lat_prev * inflight
@@ -292,4 +295,5 @@ def run(
         latency=r_latency,
         retry_share=r_share,
         edge_retries=retries.copy(),
+        retried=r_retried,
     )

@@ -14,7 +14,11 @@ Exporters do not see the process; they count. So, per component and second:
   Prometheus' linear interpolation inside a bucket;
 - ``cpu`` is ``rate(container_cpu_usage_seconds_total[30s]) * 100`` (percent of one core),
   ``mem`` the working-set gauge in bytes (page-rounded, a little jitter), ``restarts`` the
-  container restart counter.
+  container restart counter;
+- ``retries`` is the share of a component's requests that were retries, as a mesh's proxy
+  counts them from the attempt header (Envoy's ``x-envoy-attempt-count``, Linkerd's retry
+  metrics): a binomial draw among the answered requests, ``rate`` over ``rate`` like ``err``.
+  It is drawn last, so adding it left every other series of a seed as it was.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from latentcause.simulate.system import COMPONENTS, LEAVES_FIRST, System
 __all__ = ["BUCKETS", "SIGNALS", "histogram_quantile", "observe"]
 
 #: Signals written per component, in column order.
-SIGNALS: tuple[str, ...] = ("cpu", "mem", "rps", "err", "lat_p50", "lat_p90", "lat_p99", "restarts")
+SIGNALS: tuple[str, ...] = (
+    "cpu", "mem", "rps", "err", "lat_p50", "lat_p90", "lat_p99", "restarts", "retries")
 #: Upper bounds (s) of the request-duration histogram: 0.5 ms x 1.5^k, up to about a minute.
 BUCKETS: np.ndarray = 0.0005 * 1.5 ** np.arange(30)
 _QUANTILES = {"lat_p50": 0.5, "lat_p90": 0.9, "lat_p99": 0.99}
@@ -95,6 +100,8 @@ def observe(
     mem = trace.mem[sl][scrape] * rng.lognormal(0.0, 0.002, size=(len(scrape), n))
     mem = np.round(mem / 4096.0) * 4096.0
     restarts = trace.restarts[sl][scrape]
+    retry_ratio = np.clip(trace.retried[sl] / np.maximum(trace.arrivals[sl], 1e-12), 0.0, 1.0)
+    n_retry = window_sum(rng.binomial(counts.astype(np.int64), retry_ratio).astype(float))
 
     columns: dict[str, np.ndarray] = {
         "time": (start_unix + scrape - rate_window_s).astype(np.int64)
@@ -103,12 +110,15 @@ def observe(
         win = window_sum(hist[i])
         with np.errstate(invalid="ignore", divide="ignore"):
             err = np.where(n_req[:, i] > 0, n_err[:, i] / np.maximum(n_req[:, i], 1.0), np.nan)
+            retries = np.where(n_req[:, i] > 0, n_retry[:, i] / np.maximum(n_req[:, i], 1.0),
+                               np.nan)
         values = {
             "cpu": cpu[:, i],
             "mem": mem[:, i],
             "rps": n_req[:, i] / rate_window_s,
             "err": err,
             "restarts": restarts[:, i],
+            "retries": retries,
         }
         for name, q in _QUANTILES.items():
             values[name] = histogram_quantile(q, BUCKETS, win)
