@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import json
 import os
 import statistics
@@ -71,8 +72,13 @@ def sockshop_cases(root: Path) -> list[dict[str, Any]]:
 
 
 def suite_cases(n: int, seed: int, cache: Path) -> list[dict[str, Any]]:
-    """Simulate (once, cached by size and seed) a balanced suite and list its incidents."""
-    folder = cache / f"suite-{n}-seed{seed}"
+    """Simulate (once, cached by size, seed and simulator) a balanced suite; list its incidents.
+
+    The simulator's source is part of the key: a suite written before a change of the
+    simulator (a new signal, say) would otherwise be measured as if it were current.
+    """
+    source = b"".join(p.read_bytes() for p in sorted((ROOT / "core" / "simulate").glob("*.py")))
+    folder = cache / f"suite-{n}-seed{seed}-sim{hashlib.sha256(source).hexdigest()[:8]}"
     if not (folder / "suite.json").exists():
         t0 = time.perf_counter()
         subprocess.run([CLI, "simulate", "--suite", str(n), "--seed", str(seed),
