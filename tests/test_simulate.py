@@ -283,8 +283,6 @@ def test_defects_damage_data_but_not_the_root() -> None:
          {"capacity_loss", "service_slowdown", "traffic_surge"}),
         ("capacity_loss", "carts-db", "obvious", "no_rate_root",
          {"capacity_loss", "traffic_surge"}),
-        ("retry_storm", "orders", "moderate", "no_retries", {"retry_storm", "traffic_surge"}),
-        ("traffic_surge", "carts", "obvious", "no_retries", {"retry_storm", "traffic_surge"}),
     ],
 )
 def test_ambiguous_designs_hide_what_separates_the_hypotheses(
@@ -300,11 +298,6 @@ def test_ambiguous_designs_hide_what_separates_the_hypotheses(
     if design == "no_rate_root":
         assert f"{root}_rps" not in inc.frame and f"{root}_cpu" in inc.frame
         assert vs_none(inc, f"{root}_cpu") > 1.3  # both a hog and a surge raise CPU
-    elif design == "no_retries":
-        assert f"{root}_retries" not in inc.frame
-        # Past saturation either way: the rate up, the callers failing.
-        assert vs_none(inc, f"{root}_rps") > 1.8
-        assert all(after(inc, f"{c}_err") > 0.1 for c in callers(root))
     else:
         assert not [c for c in inc.frame if c.endswith(("_lat_p50", "_lat_p99"))]
         assert not [c for c in ancestors(root) if f"{c}_lat_p90" in inc.frame]
@@ -322,7 +315,6 @@ def test_designs_refuse_what_they_cannot_make_ambiguous() -> None:
     assert eligible_designs("error_fault", "carts", "moderate") == []
     assert "no_rate_root" not in eligible_designs("traffic_surge", "carts", "obvious")  # not a leaf
     assert "single_quantile" not in eligible_designs("capacity_loss", "carts", "obvious")
-    assert "no_retries" not in eligible_designs("traffic_surge", "carts", "moderate")  # unsaturated
     with pytest.raises(InputError, match="does not make"):
         simulate_incident("traffic_surge", "carts", seed=1, design="no_rate_root")
 

@@ -6,7 +6,7 @@ much more traffic, how much capacity lost, how long the extra wait) and, since t
 behind "percent of one core" is unknown, a free baseline utilisation. Two hypotheses are
 equivalent for an incident when, for the series that remain, each one's free amounts can
 reproduce what the other predicts. Hiding columns is the only way the simulator makes an
-incident ambiguous; the physics is never bent. The four designs, and why each set is
+incident ambiguous; the physics is never bent. The three designs, and why each set is
 really equivalent (and why some tempting ones are not):
 
 ``single_quantile``: every component exports only ``lat_p90``, the root's callers (and
@@ -56,19 +56,6 @@ really equivalent (and why some tempting ones are not):
     the simulated exporters, not exactly. Kept out: ``service_slowdown`` (CPU flat); a surge
     at a non-leaf (callees' rates rise).
 
-``no_retries``: the root loses ``retries`` (the exporters count no retry attempts, as
-    without a mesh). True mechanism: ``retry_storm`` (any magnitude), or ``traffic_surge``
-    (obvious, which takes the root past saturation). Equivalent: {traffic_surge,
-    retry_storm} at the root. Past saturation both hold the root's arrivals above its
-    capacity (the surge's are new requests, the storm's are its callers' retries of the
-    requests that time out), so both pin its CPU at the capacity, queue to the callers'
-    timeouts, fail the callers and raise the rate by the factor the arrivals rose; given
-    the free baseline utilisation either one's amounts reproduce the other's. What separates
-    them is what the extra arrivals are, which only the share of retries shows. The storm's
-    trigger (a surge or errors of 60 to 90 s) is a transient at the onset that a surge of
-    the sustained size covers within the first bins. Kept out: a moderate or subtle surge,
-    which stays below saturation, where no storm is sustained.
-
 Considered and rejected: ``error_fault`` in a leaf with the leaf's ``err`` hidden vs an
 ``error_fault`` in its caller: the caller's CPU falls when it fails fast itself but not when
 its callee does, and a failing caller stops calling all its callees (their rates fall), so
@@ -84,7 +71,7 @@ from latentcause.simulate.system import COMPONENTS, ancestors, is_leaf
 
 __all__ = ["DESIGNS", "apply_design", "design_kind", "eligible_designs", "equivalent_set"]
 
-DESIGNS: tuple[str, ...] = ("single_quantile", "latency_only_root", "no_rate_root", "no_retries")
+DESIGNS: tuple[str, ...] = ("single_quantile", "latency_only_root", "no_rate_root")
 
 
 def eligible_designs(mechanism: str, component: str | None, label: str) -> list[str]:
@@ -101,8 +88,6 @@ def eligible_designs(mechanism: str, component: str | None, label: str) -> list[
         out.append("latency_only_root")
     if leaf and mechanism in ("traffic_surge", "capacity_loss"):
         out.append("no_rate_root")
-    if mechanism == "retry_storm" or (mechanism == "traffic_surge" and label == "obvious"):
-        out.append("no_retries")
     return out
 
 
@@ -117,8 +102,6 @@ def equivalent_set(design: str, component: str) -> list[dict[str, str]]:
     """List the hypotheses with the same predictions under ``design`` (truth included)."""
     if design == "no_rate_root":
         mechs = ["traffic_surge", "capacity_loss"]
-    elif design == "no_retries":
-        mechs = ["traffic_surge", "retry_storm"]
     else:
         mechs = ["capacity_loss", "service_slowdown"]
         if design == "latency_only_root" and is_leaf(component):
@@ -135,7 +118,7 @@ def apply_design(
         drop += [f"{c}_{s}" for c in COMPONENTS for s in ("lat_p50", "lat_p99")]
         drop += [f"{c}_lat_p90" for c in ancestors(component)]
     root = {"single_quantile": ("mem",), "latency_only_root": ("cpu", "rps", "mem"),
-            "no_rate_root": ("rps", "mem"), "no_retries": ("retries",)}[design]
+            "no_rate_root": ("rps", "mem")}[design]
     drop += [f"{component}_{s}" for s in root]
     drop = [c for c in drop if c in frame.columns]
     return frame.drop(columns=drop), drop
