@@ -19,10 +19,10 @@ slow tier's simulation-based calibration checks against NUTS and the truth.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import pytensor
@@ -228,30 +228,42 @@ class RoleFitter:
 
         The inverse of ``values``; None when ``value`` is outside the parameter's support.
         """
+        sl, transform = self._slot(name)
+        if not transform.inside(value):
+            return None
         out = x.copy()
-        if name in self._slices:
-            out[self._slices[name]] = value
-        elif f"{name}_log__" in self._slices:
-            if not value > 0:
-                return None
-            out[self._slices[f"{name}_log__"]] = np.log(value)
-        elif f"{name}_logodds__" in self._slices:
-            if not 0 < value < 1:
-                return None
-            out[self._slices[f"{name}_logodds__"]] = special.logit(value)
-        else:
-            raise KeyError(f"{self.mechanism.name} has no parameter {name!r}")
+        out[sl] = transform.forward(value)
         return out
 
     def values(self, xs: np.ndarray, name: str) -> np.ndarray:
         """One free parameter's values in its own space (the log and log-odds transforms undone)."""
-        if name in self._slices:
-            return xs[:, self._slices[name]]
-        if f"{name}_log__" in self._slices:
-            return np.exp(xs[:, self._slices[f"{name}_log__"]])
-        if f"{name}_logodds__" in self._slices:
-            return special.expit(xs[:, self._slices[f"{name}_logodds__"]])
+        sl, transform = self._slot(name)
+        return transform.backward(xs[:, sl])
+
+    def _slot(self, name: str) -> tuple[slice, _Transform]:
+        """Where parameter ``name`` sits in the flat vector, and PyMC's transform of it."""
+        for transform in _TRANSFORMS:
+            key = name + transform.suffix
+            if key in self._slices:
+                return self._slices[key], transform
         raise KeyError(f"{self.mechanism.name} has no parameter {name!r}")
+
+
+@dataclass(frozen=True)
+class _Transform:
+    """A PyMC value transform, named by the suffix it gives a variable's value."""
+
+    suffix: str
+    forward: Callable[[Any], Any]     # own space -> unconstrained
+    backward: Callable[[Any], Any]    # unconstrained -> own space
+    inside: Callable[[float], bool]   # the own space's support
+
+
+_TRANSFORMS = (
+    _Transform("", lambda v: v, lambda z: z, lambda v: True),
+    _Transform("_log__", np.log, np.exp, lambda v: v > 0),
+    _Transform("_logodds__", special.logit, special.expit, lambda v: 0 < v < 1),
+)
 
 
 @dataclass(frozen=True)
