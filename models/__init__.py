@@ -22,7 +22,15 @@ from latentcause.models._base import (
     Prior,
     register,
 )
-from latentcause.models.builder import NU, ComponentInput, build_model, set_component
+from latentcause.models.builder import (
+    NU,
+    ROW_NUISANCE,
+    ComponentInput,
+    build_model,
+    nuisance_log_density_at_zero,
+    rows_without_data,
+    set_component,
+)
 
 __all__ = [
     "MECHANISMS",
@@ -33,6 +41,7 @@ __all__ = [
     "RETRY_FLOOR",
     "ROLES",
     "ROWS",
+    "ROW_NUISANCE",
     "ComponentInput",
     "Drivers",
     "Effects",
@@ -41,7 +50,9 @@ __all__ = [
     "build_model",
     "config_sha256",
     "describe_library",
+    "nuisance_log_density_at_zero",
     "register",
+    "rows_without_data",
     "set_component",
 ]
 

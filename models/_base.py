@@ -14,8 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
+from scipy import stats
 
 from latentcause.errors import ModelError
 
@@ -58,6 +60,18 @@ class Prior:
     kwargs: Mapping[str, float] = field(default_factory=dict)
     meaning: str = ""
 
+    def logpdf(self, value: Any) -> np.ndarray:
+        """Log density at ``value`` in the parameter's own space (numpy, not a graph).
+
+        For comparing roles whose likelihoods are one function and whose priors differ (see
+        ``latentcause.inference.evidence``); -inf outside the support.
+        """
+        make = _SCIPY.get(self.dist)
+        if make is None:
+            raise ModelError(f"no numpy density for a {self.dist} prior")
+        with np.errstate(all="ignore"):  # far out in the tails: -inf or a huge negative
+            return np.asarray(make(**dict(self.kwargs)).logpdf(value), dtype=float)
+
     def build(self, name: str) -> pt.TensorVariable:
         """Create the random variable inside the current PyMC model context."""
         try:
@@ -65,6 +79,16 @@ class Prior:
         except AttributeError as exc:
             raise ModelError(f"prior for {name!r}: PyMC has no distribution {self.dist!r}") from exc
         return cls(name, **dict(self.kwargs))
+
+
+#: The priors' densities in scipy, named and parametrised as PyMC names them.
+_SCIPY: dict[str, Callable[..., Any]] = {
+    "Normal": lambda mu=0.0, sigma=1.0: stats.norm(loc=mu, scale=sigma),
+    "LogNormal": lambda mu=0.0, sigma=1.0: stats.lognorm(s=sigma, scale=np.exp(mu)),
+    "HalfNormal": lambda sigma=1.0: stats.halfnorm(scale=sigma),
+    "Gamma": lambda alpha, beta: stats.gamma(a=alpha, scale=1.0 / beta),
+    "Beta": lambda alpha, beta: stats.beta(alpha, beta),
+}
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,15 @@ from scipy.special import gammaln
 
 from latentcause.models._base import LATENCY_ROWS, RETRY_FLOOR, ROW, ROWS, Drivers, Mechanism
 
-__all__ = ["NU", "ComponentInput", "build_model", "set_component"]
+__all__ = [
+    "NU",
+    "ROW_NUISANCE",
+    "ComponentInput",
+    "build_model",
+    "nuisance_log_density_at_zero",
+    "rows_without_data",
+    "set_component",
+]
 
 #: Prior scale of normal variation at the onset, per row (log units; logit for errors).
 DRIFT_SD = 0.3
@@ -61,6 +69,12 @@ DRIFT_SCALE = np.array([0.1 if r in ("rps", "cpu") else DRIFT_SD for r in ROWS])
 
 #: Degrees of freedom of the Student-t noise: heavy tails so one outlier is not a mechanism.
 NU = 4.0
+#: Prior scales of each row's baseline offset and log noise (in scale units and log units).
+BASELINE_SD = 2.0
+NOISE_LOG_SD = 0.5
+#: The per-row parameters that enter nothing but their own row's likelihood: with no data
+#: on the row, their posterior is their prior (see ``nuisance_log_density_at_zero``).
+ROW_NUISANCE: tuple[str, ...] = ("baseline", "noise_log", "drift")
 
 
 @dataclass(frozen=True)
@@ -99,8 +113,8 @@ def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
         lat_seen = pm.Data("lat_seen", 1.0)
         retry_base = pm.Data("retry_base", RETRY_FLOOR)
 
-        baseline = pm.Normal("baseline", 0.0, 2.0, shape=n_rows)
-        noise_log = pm.Normal("noise_log", 0.0, 0.5, shape=n_rows)
+        baseline = pm.Normal("baseline", 0.0, BASELINE_SD, shape=n_rows)
+        noise_log = pm.Normal("noise_log", 0.0, NOISE_LOG_SD, shape=n_rows)
         drift_own = pm.StudentT("drift", nu=DRIFT_NU, mu=0.0, sigma=DRIFT_SCALE * drift_mult,
                                 shape=n_rows)
         load_drift = pm.Normal("load_drift", mu=0.0, sigma=DRIFT_SD * drift_mult)
@@ -157,6 +171,29 @@ def set_component(model: pm.Model, data: ComponentInput) -> None:
         },
         model=model,
     )
+
+
+def rows_without_data(data: ComponentInput) -> np.ndarray:
+    """Per row, whether no bin of it counts in the likelihood (masked out or weighted 0)."""
+    weight = np.broadcast_to(np.asarray(data.weight, dtype=float), np.shape(data.y))
+    return np.asarray((np.asarray(data.mask) * weight).sum(axis=1) == 0)
+
+
+def nuisance_log_density_at_zero(data: ComponentInput) -> np.ndarray:
+    """Per row, the prior log density of its ``ROW_NUISANCE`` parameters, all at 0.
+
+    Zero is each one's prior mode (they are centred and symmetric). Every prior is written
+    out here as ``build_model`` states it; tests/test_models.py checks the two against
+    each other through PyMC.
+    """
+    drift_scale = DRIFT_SCALE * float(data.drift_mult)
+    return (_normal_at_mean(BASELINE_SD) + _normal_at_mean(NOISE_LOG_SD)
+            + gammaln((DRIFT_NU + 1) / 2) - gammaln(DRIFT_NU / 2)
+            - 0.5 * np.log(DRIFT_NU * np.pi) - np.log(drift_scale))
+
+
+def _normal_at_mean(sd: float) -> float:
+    return float(-0.5 * np.log(2 * np.pi * sd**2))
 
 
 def row_index(name: str) -> int:
