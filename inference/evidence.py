@@ -10,7 +10,11 @@ gradient), take the Hessian there (central differences of the gradient), and dra
 defensive mixture of multivariate Student-t centred at the MAP with that curvature (see
 ``proposal_draws``). The importance weights give an
 estimate of the evidence that corrects the Laplace error, and their spread gives the
-estimator's standard error, which is reported.
+estimator's standard error, which is reported. Parameters that only a row without data
+would inform are their prior: they stay at its mode and out of all three steps, and its
+density there is divided out (``RoleFitter._free``). Roles that share this role's
+likelihood under other priors ("twins") get their evidence ratio to it from the same
+draws (``RoleFitter.twin_ratio``).
 
 The same draws, weighted, are the role's posterior (``RoleFitter.posterior``), which the
 slow tier's simulation-based calibration checks against NUTS and the truth.
