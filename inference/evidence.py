@@ -170,9 +170,12 @@ class RoleFitter:
         log_z -= held
         # The twins' ratios from the same posterior the evidence uses: the weighted draws, or
         # the Laplace approximation where the weights degenerated.
-        basis = post if post.ess >= _MIN_ESS else _gaussian_draws(x_map, cov, free, rng, draws)
-        ratios = {twin.name: ratio for twin in twins
-                  if (ratio := self.twin_ratio(basis, twin)) is not None}
+        ratios: dict[str, tuple[float, float]] = {}
+        if twins:
+            basis = (post if post.ess >= _MIN_ESS
+                     else _gaussian_draws(x_map, cov, free, rng, draws))
+            ratios = {twin.name: ratio for twin in twins
+                      if (ratio := self.twin_ratio(basis, twin)) is not None}
         if not np.isfinite(log_z) or ess < _MIN_ESS:
             # The weights degenerated: the Student-t proposal missed the posterior's shape.
             # Fall back to Laplace, and say how far the two disagreed as its error.
