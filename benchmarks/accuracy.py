@@ -3,7 +3,9 @@
 Runs the command line on (a) the sock-shop incidents of ``../shared/datasets/sockshop-rcd``
 (ground truth in the folder names: ``cpu`` is capacity_loss, ``mem`` is memory_leak; the onset
 is the boundary between normal.csv and anomalous.csv) and (b) a suite from
-``latentcause simulate --suite N`` (truth.json per incident), then prints:
+``latentcause simulate --suite N`` (truth.json per incident; each incident's spans are
+passed as ``--traces`` when it has them, left out with ``--no-traces`` to measure a
+system without tracing), then prints:
 
 - component top-1 and top-3 accuracy, (component, mechanism) top-1 accuracy;
 - expected calibration error (10 bins) and Brier score of the top probability;
@@ -18,6 +20,7 @@ it stopped (``--fresh`` starts over). Usage::
     python benchmarks/accuracy.py --suite 100             # 100 simulated incidents
     python benchmarks/accuracy.py --sockshop --suite 100 --jobs 2
     python benchmarks/accuracy.py --sockshop --suite 100 --ranking-only   # minutes, not hours
+    python benchmarks/accuracy.py --suite 100 --ranking-only --no-traces --results m.jsonl
 
 ``--ranking-only`` runs the evidence stage in this process (``inference.rank``, the first
 half of ``analyze`` with the same seed): the same hypothesis probabilities, credible set
@@ -88,8 +91,10 @@ def suite_cases(n: int, seed: int, cache: Path) -> list[dict[str, Any]]:
     cases = []
     for truth_file in sorted(folder.glob("*/truth.json")):
         truth = json.loads(truth_file.read_text())
+        spans = truth_file.parent / "traces.json.gz"
         cases.append({"set": "simulated", "id": truth_file.parent.name,
-                      "input": str(truth_file.parent), "truth": truth})
+                      "input": str(truth_file.parent), "truth": truth,
+                      "traces": str(spans) if spans.exists() else None})
     return cases
 
 
@@ -109,8 +114,9 @@ def run_case(case: dict[str, Any], seed: int, extra: list[str], cold: bool = Fal
                 + [f"base_compiledir={Path(tmp) / 'compiledir'}"])
             env.pop("LATENTCAUSE_CACHE_DIR", None)
         t0 = time.perf_counter()
+        traces = ["--traces", case["traces"]] if case.get("traces") else []
         proc = subprocess.run([CLI, "analyze", "--input", case["input"], "--out", str(out),
-                               "--seed", str(seed), "--quiet", *extra],
+                               "--seed", str(seed), "--quiet", *traces, *extra],
                               capture_output=True, text=True, check=False, env=env)
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
@@ -134,7 +140,8 @@ def rank_case(case: dict[str, Any], seed: int) -> dict[str, Any]:
     from latentcause.loading import load_observations
 
     try:
-        ranking = rank(load_observations(input=Path(case["input"])), seed=seed)
+        traces = Path(case["traces"]) if case.get("traces") else None
+        ranking = rank(load_observations(input=Path(case["input"]), traces=traces), seed=seed)
     except LatentCauseError as exc:
         return {**case, "ok": False, "wall_s": 0.0, "error": str(exc)}
     post = ranking.posterior
@@ -262,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                     "report files): the same probabilities as the CLI in a fraction of the time")
     ap.add_argument("--cold", action="store_true",
                     help="each incident with an empty compile directory (first-run time)")
+    ap.add_argument("--no-traces", action="store_true",
+                    help="leave the simulated incidents' spans out (metrics only)")
     ap.add_argument("extra", nargs="*", help="more options for analyze, after --")
     args = ap.parse_args(argv)
     if not args.sockshop and not args.suite:
@@ -274,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         cases += found[: args.limit] if args.limit else found
     if args.suite:
         found = suite_cases(args.suite, args.suite_seed, args.results.parent)
+        if args.no_traces:
+            found = [{**c, "traces": None} for c in found]
         cases += found[: args.limit] if args.limit else found
     cases = [c for c in cases if fnmatch.fnmatch(c["id"], args.match)]
     args.results.parent.mkdir(parents=True, exist_ok=True)

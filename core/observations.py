@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from latentcause.errors import InputError, LayoutError, WindowError
+from latentcause.signals import is_latency
 
 __all__ = ["MIN_POINTS", "Observations", "validate_frame"]
 
@@ -121,9 +122,17 @@ class Observations:
         return replace(self, onset=float(onset), onset_source=source)
 
     def merged(self, other: Observations) -> Observations:
-        """Join another source's series (e.g. from traces) onto this one's time axis."""
+        """Join another source's series (e.g. from traces) onto this one's time axis.
+
+        This source's series win. A component's latency comes from one source: the other's
+        latency columns are added only for components this one has no latency for, since a
+        centre from one (sampled spans) and a tail from the other (a histogram over every
+        request) would not describe the same requests.
+        """
         right = other.frame.reindex(self.frame.index, method="nearest", tolerance=self.step_s)
-        new = [c for c in right.columns if c not in self.frame.columns]
+        timed = {col[0] for col in self.frame.columns if is_latency(col[1])}
+        new = [col for col in right.columns if col not in self.frame.columns
+               and not (is_latency(col[1]) and col[0] in timed)]
         frame = pd.concat([self.frame, right.loc[:, new]], axis=1)
         graph = other.call_graph if other.call_graph is not None else self.call_graph
         return replace(self, frame=frame, call_graph=graph, queries=self.queries + other.queries)

@@ -229,7 +229,7 @@ def test_written_folder_reads_back_with_the_onset(tmp_path: Path) -> None:
     inc = sim("capacity_loss", "carts", "moderate")
     folder = write_incident(inc, tmp_path / "incident")
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["inject_time.txt", "metrics.csv", "truth.json"]
+    assert names == ["inject_time.txt", "metrics.csv", "traces.json.gz", "truth.json"]
     obs = read_input(folder)
     assert obs.onset == inc.onset and obs.onset_source == "layout"
     assert set(obs.components) == set(COMPONENTS)
@@ -347,7 +347,7 @@ def test_histogram_quantile_interpolates_like_prometheus() -> None:
 
 def test_suite_is_balanced_and_indexed(tmp_path: Path) -> None:
     done: list[int] = []
-    folders = simulate_suite(20, tmp_path / "suite", seed=3,
+    folders = simulate_suite(20, tmp_path / "suite", seed=3, spans=False,
                              progress=lambda k, n, folder: done.append(k))
     assert done == list(range(1, 21)) and len(folders) == 20
     index = json.loads((tmp_path / "suite" / "suite.json").read_text())
@@ -435,6 +435,12 @@ def test_cli_suite_and_component_list(
     assert index["n"] == 3 and len(index["incidents"]) == 3
     assert all(e["truth"]["window"]["end"] - e["truth"]["window"]["start"] == 1195
                for e in index["incidents"])
+    for e in index["incidents"]:  # spans unless ambiguous by design
+        traced = (tmp_path / "s" / e["folder"] / "traces.json.gz").exists()
+        assert traced == (e["truth"]["traces"] is not None) == (e["truth"]["design"] is None)
+    bare = _cli("--mechanism", "none", "--out", str(tmp_path / "bare"), "--no-traces")
+    assert bare.returncode == 0, bare.stderr
+    assert not (tmp_path / "bare" / "traces.json.gz").exists()
 
 
 def test_public_names_load_on_first_use() -> None:

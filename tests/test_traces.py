@@ -226,10 +226,11 @@ def test_explicit_bin_width(files: dict[str, Path], obs: Observations) -> None:
 def test_merged_onto_metrics(offset: float, obs: Observations) -> None:
     rng = np.random.default_rng(SEED)
     times = obs.times + offset  # a scraper on the same step, maybe out of phase
-    columns = pd.MultiIndex.from_tuples([("cart", "cpu"), ("db", "cpu"), ("db", "rps")],
-                                        names=["component", "signal"])
+    columns = pd.MultiIndex.from_tuples(
+        [("cart", "cpu"), ("db", "cpu"), ("db", "rps"), ("frontend", "lat_p99")],
+        names=["component", "signal"])
     metrics = Observations(
-        frame=pd.DataFrame(rng.gamma(4.0, 0.1, (len(times), 3)),
+        frame=pd.DataFrame(rng.gamma(4.0, 0.1, (len(times), 4)),
                            index=pd.Index(times, name="time"), columns=columns),
         source="file:metrics.csv", queries=("metrics.csv",),
     )
@@ -243,6 +244,10 @@ def test_merged_onto_metrics(offset: float, obs: Observations) -> None:
                                obs.frame[("db", "lat_p90")].to_numpy())
     np.testing.assert_allclose(merged.frame[("cart", "callee_time")].to_numpy(),
                                obs.frame[("cart", "callee_time")].to_numpy())
+    # the front-end's latency comes from the metrics alone, not a mix of both sources
+    assert [s for s in merged.signals("frontend") if s.startswith("lat_")] == ["lat_p99"]
+    assert ("frontend", "lat_p99") in obs.frame.columns
+    assert ("frontend", "rps") in merged.frame.columns
 
 
 # -- damaged files ----------------------------------------------------------------------------

@@ -13,8 +13,8 @@ __all__ = ["register"]
 
 _MECHANISM = ("Mechanism to inject: none, traffic_surge, capacity_loss, service_slowdown, "
               "error_fault, memory_leak, retry_storm.")
-_OUT = ("Folder to write (metrics.csv, inject_time.txt, truth.json); for a suite, one folder "
-        "per incident and suite.json.")
+_OUT = ("Folder to write (metrics.csv, inject_time.txt, truth.json, traces.json.gz); for a "
+        "suite, one folder per incident and suite.json.")
 
 
 def register(app: typer.Typer) -> None:
@@ -35,6 +35,9 @@ def simulate(
     ] = None,
     window: Annotated[int, typer.Option(help="Observed window in seconds.")] = 1500,
     step: Annotated[int, typer.Option(help="Scrape interval in seconds.")] = 5,
+    traces: Annotated[
+        bool, typer.Option(help="Also write sampled spans (OTLP JSON, gzip) for --traces.")
+    ] = True,
     list_components: Annotated[
         bool, typer.Option("--list-components", help="List the components and their calls.")
     ] = False,
@@ -58,12 +61,12 @@ def simulate(
             typer.echo(f"simulate: [{done}/{total}] {folder.name}", err=True)
 
         folders = simulate_suite(suite, out, seed=seed, window_s=window, step_s=step,
-                                 progress=progress)
+                                 spans=traces, progress=progress)
         typer.echo(f"wrote {len(folders)} incidents and suite.json to {out}")
         return
     if mechanism is None:
         raise InputError("give --mechanism (or --suite N, or --list-components)")
     incident = simulate_incident(mechanism, component, seed=seed, magnitude=magnitude,
-                                 window_s=window, step_s=step)
+                                 window_s=window, step_s=step, spans=traces)
     write(incident, out)
     typer.echo(f"wrote {out}: {incident.truth['notes']}")

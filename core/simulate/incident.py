@@ -37,9 +37,16 @@ from latentcause.simulate.injection import (
     root_utilisation,
 )
 from latentcause.simulate.observe import observe
+from latentcause.simulate.spans import (
+    SAMPLE_SHARE,
+    SimulatedSpan,
+    entry_rate,
+    otlp_lines,
+    sample_spans,
+)
 from latentcause.simulate.system import COMPONENTS, build_system
 
-__all__ = ["SimulatedIncident", "simulate_incident", "write_incident"]
+__all__ = ["TRACES_FILE", "SimulatedIncident", "simulate_incident", "write_incident"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,8 @@ log = logging.getLogger(__name__)
 WARMUP_S = 300
 _EPOCH = 1_650_000_000
 _FLOAT_FORMAT = "%.7g"
+#: File name of an incident's spans (OTLP JSON Lines, gzip), the argument of ``--traces``.
+TRACES_FILE = "traces.json.gz"
 
 
 @dataclass(frozen=True)
@@ -59,10 +68,15 @@ class SimulatedIncident:
         Wide layout: ``time`` (unix s, int) and ``<component>_<signal>`` columns.
     truth
         The content of ``truth.json`` (see ``simulate_incident``).
+    spans
+        Head-sampled server spans of the window (``latentcause.simulate.spans``), or None
+        when the incident has none (asked for none, or ambiguous by design: span latencies
+        would show what the design hides).
     """
 
     frame: pd.DataFrame
     truth: dict[str, Any]
+    spans: list[SimulatedSpan] | None = None
 
     @property
     def onset(self) -> int:
@@ -85,6 +99,7 @@ def simulate_incident(
     step_s: int = 5,
     design: str | None = None,
     defects: Sequence[str] = (),
+    spans: bool = True,
 ) -> SimulatedIncident:
     """Simulate one incident with a known cause.
 
@@ -114,6 +129,9 @@ def simulate_incident(
         Hide columns so that hypotheses coincide (``latentcause.simulate.ambiguity``).
     defects
         Data defects to apply: ``missing``, ``gap``, ``subset``.
+    spans
+        Also trace a share of the requests (``latentcause.simulate.spans``); never under a
+        design.
 
     Returns
     -------
@@ -121,7 +139,8 @@ def simulate_incident(
         ``truth`` holds component, mechanism, onset, magnitude, magnitude_label, ambiguous,
         equivalent (the hypotheses indistinguishable from the truth, itself included), seed
         and notes, plus kind, duration_s, parameters, design, defects, dropped_columns,
-        window and the drawn system.
+        window, the drawn system and ``traces`` (file, sampled share and span count; null
+        when the incident has no spans).
     """
     if mechanism not in MECHANISMS:
         raise InputError(f"unknown mechanism {mechanism!r}; known: {', '.join(MECHANISMS)}")
@@ -139,9 +158,9 @@ def simulate_incident(
             raise InputError(f"design {design!r} does not make {mechanism} in {component} "
                              f"({magnitude}) ambiguous")
         kind = design_kind(design, mechanism) or kind
-    (sys_ss, time_ss, user_ss, run_ss, obs_ss, inj_ss, def_ss) = np.random.SeedSequence(
-        seed
-    ).spawn(7)
+    # The spans' stream came last, so adding it left every other stream of a seed as it was.
+    (sys_ss, time_ss, user_ss, run_ss, obs_ss, inj_ss, def_ss, span_ss) = (
+        np.random.SeedSequence(seed).spawn(8))
     timing = np.random.default_rng(time_ss)
     start_unix = _EPOCH + int(timing.integers(0, 365 * 86400)) // step_s * step_s
     drawn_onset = float(np.round(timing.uniform(window_s / 3.0, 2.0 * window_s / 3.0)))
@@ -165,6 +184,11 @@ def simulate_incident(
                     window_s=window_s, step_s=step_s, start_unix=start_unix)
 
     onset = start_unix + int(onset_rel)
+    traced = None
+    if spans and design is None:
+        traced = sample_spans(system, trace, entry_rate(system, users, prof.extra_rate),
+                              np.random.default_rng(span_ss), first_s=WARMUP_S,
+                              last_s=seconds, start_unix=start_unix - WARMUP_S)
     notes = [_describe(inj, system)]
     dropped: list[str] = []
     equivalent: list[dict[str, Any]]
@@ -195,8 +219,10 @@ def simulate_incident(
         "dropped_columns": dropped,
         "window": {"start": start_unix, "end": int(frame["time"].iloc[-1]), "step_s": step_s},
         "system": system.describe(),
+        "traces": None if traced is None else {
+            "file": TRACES_FILE, "sample_share": SAMPLE_SHARE, "spans": len(traced)},
     }
-    return SimulatedIncident(frame=frame, truth=truth)
+    return SimulatedIncident(frame=frame, truth=truth, spans=traced)
 
 
 def _describe(inj: Any, system: Any) -> str:
@@ -224,11 +250,12 @@ def _describe(inj: Any, system: Any) -> str:
 
 
 def write_incident(incident: SimulatedIncident, out_dir: Path) -> Path:
-    """Write ``metrics.csv``, ``inject_time.txt`` and ``truth.json`` into ``out_dir``.
+    """Write ``metrics.csv``, ``inject_time.txt``, ``truth.json`` (and ``traces.json.gz``).
 
     Each file is written beside its final name and renamed into place, so an interrupted
     run never leaves a half-written file. The folder is the RCAEval layout
-    ``latentcause analyze --input`` reads, with the onset from ``inject_time.txt``.
+    ``latentcause analyze --input`` reads, with the onset from ``inject_time.txt``; the
+    spans, when the incident has them, are OTLP JSON Lines for ``--traces``.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -239,12 +266,21 @@ def write_incident(incident: SimulatedIncident, out_dir: Path) -> Path:
         _write(out_dir / "metrics.csv", csv)
         _write(out_dir / "inject_time.txt", f"{incident.onset}\n")
         _write(out_dir / "truth.json", json.dumps(incident.truth, indent=2) + "\n")
+        traces = out_dir / TRACES_FILE
+        if incident.spans is not None:
+            _write_bytes(traces, otlp_lines(incident.spans))
+        elif traces.exists():
+            traces.unlink()  # a stale file from an earlier run would be read as this one's
     except OSError as exc:
         raise InputError(f"{out_dir}: cannot write the incident: {exc.strerror or exc}") from exc
     return out_dir
 
 
 def _write(path: Path, text: str) -> None:
+    _write_bytes(path, text.encode())
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     os.replace(tmp, path)

@@ -23,6 +23,8 @@ Exporters do not see the process; they count. So, per component and second:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -30,7 +32,7 @@ from latentcause.errors import InputError
 from latentcause.simulate.engine import Trace
 from latentcause.simulate.system import COMPONENTS, LEAVES_FIRST, System
 
-__all__ = ["BUCKETS", "SIGNALS", "histogram_quantile", "observe"]
+__all__ = ["BUCKETS", "SIGNALS", "histogram_quantile", "observe", "own_latency"]
 
 #: Signals written per component, in column order.
 SIGNALS: tuple[str, ...] = (
@@ -127,6 +129,32 @@ def observe(
     return pd.DataFrame(columns)
 
 
+def own_latency(
+    backlog_wait: Any,
+    p_wait: Any,
+    queue_wait: Any,
+    service: Any,
+    delay: Any,
+    fast_share: Any,
+    rng: np.random.Generator,
+    size: int | tuple[int, ...] | None = None,
+) -> tuple[Any, Any]:
+    """Draw requests' own time at a component (before any call) and whether they failed fast.
+
+    The state arguments are a second's values (scalars, or arrays broadcast to ``size``):
+    the request waits in the queue with Kingman's probability (an exponential wait with the
+    queue's mean), is served in a log-normal time, and holds for the injected delay; a fast
+    failure costs a fifth of the work and makes no calls. Shared by the metrics' histograms
+    and the spans, so both describe the same requests.
+    """
+    waits = rng.random(size) < p_wait
+    wait = np.where(waits, rng.exponential(1.0, size) * queue_wait / np.maximum(p_wait, 1e-12),
+                    0.0)
+    work = service * rng.lognormal(-0.5 * _SERVICE_SIGMA**2, _SERVICE_SIGMA, size)
+    fast = rng.random(size) < fast_share
+    return np.where(fast, 0.2 * work, backlog_wait + wait + work + delay), fast
+
+
 def _latency_histograms(
     system: System,
     trace: Trace,
@@ -154,11 +182,7 @@ def _latency_histograms(
         fast_share = trace.fast_share[sl][col][:, None]
         up = trace.up[sl][col][:, None]
 
-        waits = rng.random(size) < pw
-        wait = np.where(waits, rng.exponential(1.0, size) * qw / np.maximum(pw, 1e-12), 0.0)
-        work = service * rng.lognormal(-0.5 * _SERVICE_SIGMA**2, _SERVICE_SIGMA, size)
-        fast = rng.random(size) < fast_share
-        x = np.where(fast, 0.2 * work, bw + wait + work + delay)
+        x, fast = own_latency(bw, pw, qw, service, delay, fast_share, rng, size)
         late = trace.late_error[sl][col][:, None]
         e = fast | (rng.random(size) < late)
         for k in np.flatnonzero(src == i):

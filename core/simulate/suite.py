@@ -108,12 +108,14 @@ def simulate_suite(
     step_s: int = 5,
     ambiguous_share: float = 0.18,
     defect_share: float = 0.15,
+    spans: bool = True,
     progress: Callable[[int, int, Path], None] | None = None,
 ) -> list[Path]:
     """Simulate and write a suite of ``n`` incidents under ``out_dir``; return their folders.
 
-    ``out_dir/suite.json`` lists every folder with its truth. ``progress(done, n, folder)``
-    is called after each incident (the CLI prints it on stderr).
+    ``out_dir/suite.json`` lists every folder with its truth. ``spans``: incidents that are
+    not ambiguous by design also get sampled spans. ``progress(done, n, folder)`` is called
+    after each incident (the CLI prints it on stderr).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -125,6 +127,7 @@ def simulate_suite(
         incident = simulate_incident(
             item.mechanism, item.component, seed=item.seed, magnitude=item.magnitude,
             window_s=window_s, step_s=step_s, design=item.design, defects=item.defects,
+            spans=spans,
         )
         folder = write_incident(incident, out_dir / item.folder)
         folders.append(folder)
