@@ -20,10 +20,11 @@ HERE = Path(__file__).resolve().parent
 #: name -> simulator options. One clear case: catalogue's memory climbs (a leak) while
 #: nothing else in the system changes. (A capacity_loss example was tried first: on it the
 #: engine still confuses capacity_loss with traffic_surge and retry_storm, see the benchmark.)
+#: Metrics only, no spans: the quick start shows the common case and stays small.
 EXAMPLES = {
     "catalogue-memory-leak": [
         "--mechanism", "memory_leak", "--component", "catalogue",
-        "--magnitude", "moderate", "--seed", "3",
+        "--magnitude", "moderate", "--seed", "3", "--no-traces",
     ],
 }
 

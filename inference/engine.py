@@ -112,7 +112,7 @@ def _input(comp: ComponentGrid, grid: Grid, k: int, s: int) -> ComponentInput:
                           elapsed=cand.elapsed, err_base=comp.err_base,
                           retry_base=comp.retry_base,
                           weight=LIKELIHOOD_WEIGHT * comp.weight,
-                          lat_level=comp.lat_level,
+                          lat_level=comp.lat_level, own_share=comp.own_share,
                           drift_mult=DRIFT_MULTS[s])
 
 

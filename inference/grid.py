@@ -81,6 +81,22 @@ class ComponentGrid:
         return level
 
     @property
+    def own_share(self) -> float:
+        """Share of the baseline latency spent in the component's own code (1 when unknown).
+
+        From spans: self time over self plus callee time, both means per request; with self
+        time alone, its share of the centre latency. Kept within [0.02, 1], so a queue always
+        shows in the latency a little.
+        """
+        level = self.lat_level
+        own, waits = (bool(self.mask[ROWS.index(r)].any()) for r in ("self_time", "callee_time"))
+        if not own:
+            return 1.0
+        l_self = level[ROWS.index("self_time")]
+        share = l_self / (l_self + level[ROWS.index("callee_time")]) if waits else l_self
+        return float(np.clip(share, 0.02, 1.0))
+
+    @property
     def observed_rows(self) -> list[str]:
         """Rows with at least one observed bin."""
         return [r for i, r in enumerate(ROWS) if self.mask[i].any()]

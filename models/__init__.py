@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 #: Version of the model library; results made with another version are stale.
-MODEL_VERSION = "9"
+MODEL_VERSION = "10"
 
 #: The root mechanisms of the INTERFACE.md vocabulary (``none`` is the absence of a root).
 MECHANISMS: tuple[str, ...] = (

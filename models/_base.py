@@ -104,7 +104,11 @@ class Drivers:
     does not. None means every level is 1. ``lat_seen`` is 1 when the component's latency
     is measured (any latency row observed), 0 when it is not. ``retry_base`` is the baseline
     share of requests that are retries, at least the budget below which retries are read as
-    none (see ``latentcause.inference.grid``).
+    none (see ``latentcause.inference.grid``). ``own_share`` is the share of a request's
+    baseline latency spent in the component's own code rather than waiting on its callees
+    (from spans' self and callee time): a queue stretches only that share, and a callee's
+    slowdown reaches the caller's latency only through the rest. 1 when unknown, which reads
+    every latency as the component's own and every callee-time rise as the whole latency's.
     """
 
     step: pt.TensorVariable
@@ -113,6 +117,7 @@ class Drivers:
     lat_level: pt.TensorVariable | None = None
     lat_seen: pt.TensorVariable | float = 1.0
     retry_base: pt.TensorVariable | float = RETRY_FLOOR
+    own_share: pt.TensorVariable | float = 1.0
 
     def level(self, row: str) -> pt.TensorVariable | float:
         """Baseline level of latency row ``row`` relative to the centre latency row."""

@@ -95,6 +95,7 @@ class ComponentInput:
     drift_mult: float = 1.0
     lat_level: np.ndarray | None = None  # per row; see ``Drivers.lat_level``
     retry_base: float = RETRY_FLOOR  # see ``Drivers.retry_base``
+    own_share: float = 1.0  # see ``Drivers.own_share``
 
 
 def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
@@ -112,6 +113,7 @@ def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
         lat_level = pm.Data("lat_level", np.ones(n_rows))
         lat_seen = pm.Data("lat_seen", 1.0)
         retry_base = pm.Data("retry_base", RETRY_FLOOR)
+        own_share = pm.Data("own_share", 1.0)
 
         baseline = pm.Normal("baseline", 0.0, BASELINE_SD, shape=n_rows)
         noise_log = pm.Normal("noise_log", 0.0, NOISE_LOG_SD, shape=n_rows)
@@ -126,7 +128,8 @@ def build_model(mechanism: Mechanism, n_time: int) -> pm.Model:
         params = {k: prior.build(k) for k, prior in mechanism.priors.items()}
         effects = mechanism.effects(params, Drivers(step=step, elapsed=elapsed, err_base=err_base,
                                                     lat_level=lat_level, lat_seen=lat_seen,
-                                                    retry_base=retry_base))
+                                                    retry_base=retry_base,
+                                                    own_share=own_share))
         zero = pt.zeros(n_time)
         effect = pt.stack([effects.rows.get(r, zero) * pt.ones(n_time) for r in ROWS])
         mu = pm.Deterministic(
@@ -168,6 +171,7 @@ def set_component(model: pm.Model, data: ComponentInput) -> None:
                           else np.asarray(data.lat_level, dtype=float)),
             "lat_seen": float(np.asarray(data.mask)[[ROW[r] for r in LATENCY_ROWS]].any()),
             "retry_base": float(data.retry_base),
+            "own_share": float(data.own_share),
         },
         model=model,
     )

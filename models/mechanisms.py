@@ -52,6 +52,16 @@ def _logit_ratio(d: Drivers, logit_delta: pt.TensorVariable) -> pt.TensorVariabl
     return pt.sigmoid(pt.log(d.err_base) - pt.log1p(-d.err_base) + logit_delta)
 
 
+def _diluted(log_ratio: pt.TensorVariable, share: pt.TensorVariable | float,
+             ) -> pt.TensorVariable:
+    """Log ratio of a whole whose ``share`` changes by ``log_ratio`` and the rest stays.
+
+    A share of 1 gives ``log_ratio`` itself, the same graph value and gradient as before
+    shares were known, so data without spans is modelled exactly as it was.
+    """
+    return pt.switch(pt.lt(share, 1.0), pt.log1p(share * pt.expm1(log_ratio)), log_ratio)
+
+
 def _queueing(params: P, d: Drivers, log_load: pt.TensorVariable,
               log_capacity: pt.TensorVariable) -> tuple[dict[str, pt.TensorVariable],
                                                         dict[str, pt.TensorVariable]]:
@@ -73,6 +83,13 @@ def _queueing(params: P, d: Drivers, log_load: pt.TensorVariable,
     and payment (cpu and memory only) went from their leaks and CPU hogs to retry storms
     (20 of 50 incidents). What would rule that out is the callers' latency, which such a
     queue would raise, but each component's evidence is weighed on its own.
+
+    The queue stretches the component's own time (``self_time``); its latency also holds the
+    time spent waiting on callees, which the queue leaves as it was, so the latency rows rise
+    by the own share of the baseline (``Drivers.own_share``) of that stretch (model version
+    10). Before, a capacity loss in a service that spends most of its time in calls had to
+    stretch its latency and its self time by the same ratio, and with spans showing self time
+    x4.7 under latency x1.7 a slowdown (which adds seconds, not a ratio) won at p 1.00.
     """
     rho0 = params["rho0"]
     one = pt.ones_like(d.step)
@@ -83,9 +100,10 @@ def _queueing(params: P, d: Drivers, log_load: pt.TensorVariable,
     lat = ph.ceiling(raw, params["lat_ceiling"]) - ph.ceiling(0.0 * one, params["lat_ceiling"])
     served = ph.served_log_ratio(rho0, load, capacity) - ph.served_log_ratio(rho0, one, one)
     err = params["sat_err"] * (ph.saturation(rho) - ph.saturation(rho0 * one))
+    own, lat = lat, _diluted(lat, d.own_share)
     mem = d.lat_seen * pt.log1p(pt.sigmoid(params["inflight"]) * pt.expm1(log_load + lat))
     rows = {"rps": log_load, "cpu_served": served, "lat": lat, "lat_tail": lat,
-            "self_time": lat, "err": err, "mem": mem}
+            "self_time": own, "err": err, "mem": mem}
     hidden = {
         "utilisation": rho,
         "arrival_ratio": load,
@@ -350,16 +368,18 @@ class Propagated(Mechanism):
     is_root = False
     priors = {
         "lat_rise": Prior("HalfNormal", {"sigma": 3.0},
-                          "log latency rise from callees (up to a timeout)"),
+                          "log rise of the time spent waiting on callees (up to a timeout)"),
         "err_rise": Prior("HalfNormal", {"sigma": 3.0}, "logit error rise from callees"),
         "small_shift": Prior("Normal", {"mu": 0.0, "sigma": 0.15}, "small cpu and rate change"),
     }
 
     def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
-        lat = params["lat_rise"] * d.step
+        waits = params["lat_rise"] * d.step
+        # The callees' share of the latency; all of it when unknown (own_share 1).
+        lat = _diluted(waits, pt.switch(pt.lt(d.own_share, 1.0), 1.0 - d.own_share, 1.0))
         err = params["err_rise"] * d.step
         small = params["small_shift"] * d.step
-        rows = {"lat": lat, "lat_tail": lat, "callee_time": lat, "err": err,
+        rows = {"lat": lat, "lat_tail": lat, "callee_time": waits, "err": err,
                 "cpu": small, "rps": small}
         return Effects(rows, {"latency_ratio": pt.exp(lat), "error_ratio": _logit_ratio(d, err)})
 

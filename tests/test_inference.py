@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 
 from latentcause.inference import ambiguity as amb
-from latentcause.inference.grid import independent_share
+from latentcause.inference.grid import independent_share, make_grid
 from latentcause.inference.hypotheses import Hypothesis, combine, prior_weights
 from latentcause.models import MECHANISMS, ROLES
+from latentcause.observations import Observations
 
 CLI = str(Path(sys.executable).parent / "latentcause")
 
@@ -154,6 +155,23 @@ def test_independent_share_counts_correlated_bins_for_less() -> None:
     narrow = independent_share(walk[:32], np.full(64, 0.25), 1.0)
     assert np.all(narrow < share)
     assert np.all(independent_share(np.full(16, 2.0), widths, 1.0) == 1.0)
+
+
+def test_own_share_of_latency_comes_from_self_and_callee_time() -> None:
+    rng = np.random.default_rng(5)
+    t = 1_700_000_000.0 + 10.0 * np.arange(200)
+    cols: dict[tuple[str, str], np.ndarray] = {}
+    for c in ("caller", "leaf"):
+        cols[(c, "rps")] = 20.0 * rng.lognormal(0.0, 0.05, t.size)
+        cols[(c, "lat_p50")] = 0.4 * rng.lognormal(0.0, 0.05, t.size)
+    cols[("caller", "self_time")] = 0.1 * rng.lognormal(0.0, 0.05, t.size)
+    cols[("caller", "callee_time")] = 0.3 * rng.lognormal(0.0, 0.05, t.size)
+    frame = pd.DataFrame(cols, index=pd.Index(t, name="time"))
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["component", "signal"])
+    grid = make_grid(Observations(frame=frame, source="test", onset=t[120]))
+    share = {c.name: c.own_share for c in grid.components}
+    assert share["caller"] == pytest.approx(0.25, abs=0.02)
+    assert share["leaf"] == 1.0  # no spans: every latency is its own
 
 
 # ----------------------------------------------------------------------------- ambiguity

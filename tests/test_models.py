@@ -264,28 +264,30 @@ NO_INFLIGHT = {"inflight": -30.0}
 
 @cache
 def effect_fn(name: str) -> Callable[..., tuple[np.ndarray, dict[str, np.ndarray]]]:
-    """``f(**params, err_base=0.01, lat_level=None) -> (rows (len(ROWS), T), hidden)``.
+    """``f(**params, err_base=0.01, lat_level=None, own_share=1) -> (rows, hidden)``.
 
-    On the mid-grid onset; ``lat_level`` (per row, default all 1) as in ``Drivers``.
+    On the mid-grid onset; ``lat_level`` (per row, default all 1) and ``own_share`` as in
+    ``Drivers``; rows are (len(ROWS), T).
     """
     mech = REGISTRY[name]()
     params = {k: pt.dscalar(k) for k in mech.priors}
     step, elapsed, err_base = pt.dvector("step"), pt.dvector("elapsed"), pt.dscalar("err_base")
-    level = pt.dvector("lat_level")
+    level, own = pt.dvector("lat_level"), pt.dscalar("own_share")
     eff = mech.effects(params, Drivers(step=step, elapsed=elapsed, err_base=err_base,
-                                       lat_level=level))
+                                       lat_level=level, own_share=own))
     ones = pt.ones_like(step)
     rows = pt.stack([eff.rows.get(r, 0.0 * step) * ones for r in ROWS])
     hidden_names = list(eff.hidden)
-    fn = pytensor.function([*params.values(), step, elapsed, err_base, level],
+    fn = pytensor.function([*params.values(), step, elapsed, err_base, level, own],
                            [rows, *(eff.hidden[h] * ones for h in hidden_names)],
                            on_unused_input="ignore", **FAST)
 
     def evaluate(err_base: float = 0.01, lat_level: np.ndarray | None = None,
-                 **kw: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                 own_share: float = 1.0, **kw: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         levels = np.ones(len(ROWS)) if lat_level is None else lat_level
         kw = {**NO_INFLIGHT, **kw}
-        rows_v, *hid = fn(*(float(kw[k]) for k in mech.priors), STEP, ELAPSED, err_base, levels)
+        rows_v, *hid = fn(*(float(kw[k]) for k in mech.priors), STEP, ELAPSED, err_base, levels,
+                          own_share)
         return np.asarray(rows_v), dict(zip(hidden_names, map(np.asarray, hid), strict=True))
 
     evaluate.hidden = hidden_names  # type: ignore[attr-defined]
@@ -529,6 +531,28 @@ def test_service_slowdown_adds_seconds_so_the_tail_grows_less_in_ratio() -> None
                                          rho0=0.5, sat_err=1.0, lat_ceiling=CEILING,
                                          lat_level=levels)
     assert np.allclose(post(loss, "lat"), post(loss, "lat_tail"))
+
+
+def test_a_queue_stretches_only_the_services_own_share_of_its_latency() -> None:
+    # A service spending a quarter of its time in its own code, the rest waiting on callees
+    # (spans' self and callee time): its queue stretches that quarter; a callee's slowdown
+    # reaches it through the other three quarters. Unknown shares (1) leave both whole.
+    loss = {"log_capacity_loss": 0.8, "cpu_shift": 0.0, "mem_shift": 0.0, "rho0": 0.4,
+            "sat_err": 1.0, "lat_ceiling": CEILING}
+    whole, hidden = effect_fn("capacity_loss")(**loss)
+    part, hidden_part = effect_fn("capacity_loss")(own_share=0.25, **loss)
+    stretch = post(whole, "self_time")
+    assert np.all(stretch > 1.0) and np.allclose(post(whole, "lat"), stretch)
+    assert np.allclose(post(part, "self_time"), stretch)
+    for row in ("lat", "lat_tail"):
+        assert np.allclose(np.exp(post(part, row)), 1.0 + 0.25 * np.expm1(stretch))
+    assert np.allclose(hidden_part["latency_ratio"][POST], np.exp(post(part, "lat")))
+    assert np.allclose(part[R["cpu"]], whole[R["cpu"]])
+    slow = {"lat_rise": 1.5, "err_rise": 0.0, "small_shift": 0.0}
+    caller, _ = effect_fn("propagated")(**slow)
+    share, _ = effect_fn("propagated")(own_share=0.25, **slow)
+    assert np.allclose(post(caller, "lat"), 1.5) and np.allclose(post(share, "callee_time"), 1.5)
+    assert np.allclose(np.exp(post(share, "lat")), 1.0 + 0.75 * np.expm1(1.5))
 
 
 def test_error_fault_raises_errors_with_latency_flat_or_lower() -> None:
