@@ -71,7 +71,7 @@ def sample_spans(
     outside the graph; run second ``s`` starts at unix time ``start_unix + s``. Spans are
     returned in the order of their traces' starts.
     """
-    walker = _Walker(system, trace, rng, start_unix)
+    walker = _Walker(system, trace, rng)
     counts = rng.poisson(np.maximum(entry_rate[first_s:last_s], 0.0) * share)
     for k, i in zip(*np.nonzero(counts), strict=True):
         s = first_s + int(k)
@@ -84,10 +84,8 @@ def sample_spans(
 class _Walker:
     """Walks sampled requests down the graph, collecting their spans."""
 
-    def __init__(self, system: System, trace: Trace, rng: np.random.Generator,
-                 start_unix: float) -> None:
+    def __init__(self, system: System, trace: Trace, rng: np.random.Generator) -> None:
         self.system, self.trace, self.rng = system, trace, rng
-        self.start_unix = start_unix
         self.spans: list[SimulatedSpan] = []
         self.trace_start: dict[str, float] = {}
         self.calls = {i: np.flatnonzero(system.edge_src == i) for i in range(system.n)}
