@@ -88,12 +88,15 @@ class ComponentGrid:
         time alone, its share of the centre latency. Kept within [0.02, 1], so a queue always
         shows in the latency a little.
         """
-        level = self.lat_level
-        own, waits = (bool(self.mask[ROWS.index(r)].any()) for r in ("self_time", "callee_time"))
-        if not own:
+        i_self, i_callee = ROWS.index("self_time"), ROWS.index("callee_time")
+        if not self.mask[i_self].any():
             return 1.0
-        l_self = level[ROWS.index("self_time")]
-        share = l_self / (l_self + level[ROWS.index("callee_time")]) if waits else l_self
+        if self.mask[i_callee].any():  # the two baselines alone, in the rows' log units
+            share = 1.0 / (1.0 + np.exp(self.centre[i_callee] - self.centre[i_self]))
+        elif self.mask[ROWS.index("lat")].any():
+            share = self.lat_level[i_self]
+        else:
+            return 1.0
         return float(np.clip(share, 0.02, 1.0))
 
     @property

@@ -164,13 +164,15 @@ def test_own_share_of_latency_comes_from_self_and_callee_time() -> None:
     for c in ("caller", "leaf"):
         cols[(c, "rps")] = 20.0 * rng.lognormal(0.0, 0.05, t.size)
         cols[(c, "lat_p50")] = 0.4 * rng.lognormal(0.0, 0.05, t.size)
-    cols[("caller", "self_time")] = 0.1 * rng.lognormal(0.0, 0.05, t.size)
-    cols[("caller", "callee_time")] = 0.3 * rng.lognormal(0.0, 0.05, t.size)
+    for c in ("caller", "untimed"):  # untimed: spans only, no latency of its own exported
+        cols[(c, "self_time")] = 0.1 * rng.lognormal(0.0, 0.05, t.size)
+        cols[(c, "callee_time")] = 0.3 * rng.lognormal(0.0, 0.05, t.size)
     frame = pd.DataFrame(cols, index=pd.Index(t, name="time"))
     frame.columns = pd.MultiIndex.from_tuples(frame.columns, names=["component", "signal"])
     grid = make_grid(Observations(frame=frame, source="test", onset=t[120]))
     share = {c.name: c.own_share for c in grid.components}
     assert share["caller"] == pytest.approx(0.25, abs=0.02)
+    assert share["untimed"] == pytest.approx(0.25, abs=0.02)
     assert share["leaf"] == 1.0  # no spans: every latency is its own
 
 
