@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ from latentcause.models import (
     REGISTRY,
     ROLES,
     ROWS,
+    VARIANTS,
     ComponentInput,
     config_sha256,
     set_component,
@@ -153,7 +154,8 @@ def _analyze(obs: Observations, *, seed: int, draws: int, chains: int, p_none: f
     t1 = time.perf_counter()
     # The leader is sampled at its most probable drift scale (conditioning on it rather than
     # marginalising: the scale moves the hidden state far less than the onset does).
-    raw, diag = sampler(leader.mechanism, N_TIME).sample(
+    sampled_model = lead_fit.model or leader.mechanism
+    raw, diag = sampler(sampled_model, N_TIME).sample(
         _input(root, grid, k_lead, s_lead), lead_fit.x_map, lead_fit.cov, seed=seed,
         draws=draws, chains=chains, workers=n_workers)
     t_sampling = time.perf_counter() - t1
@@ -164,7 +166,7 @@ def _analyze(obs: Observations, *, seed: int, draws: int, chains: int, p_none: f
     adequacy = _adequacy(idata, series, root.name, grid, k_lead)
     ambiguity = _ambiguity(grid, post, kept, fits, rng)
     report = _report(obs, grid, post, kept, leader, k_lead, raw, diag, adequacy, ambiguity,
-                     seed)
+                     seed, sampled_model)
     report["timing_s"] = {"evidence": round(t_evidence, 2), "sampling": round(t_sampling, 2),
                           "total": round(time.perf_counter() - t0, 2)}
     idata.attrs.update({
@@ -191,21 +193,26 @@ def rank(obs: Observations, *, seed: int = 0, p_none: float | None = None,
     kept = screen_candidates(grid)
     n_workers = default_workers() if workers is None else workers
     with threadpool_limits(limits=1):  # see ``analyze``
-        fits = evidence_fits(grid, kept, seed=seed, workers=n_workers, say=say)
+        fits = evidence_fits(grid, kept, seed=seed, workers=n_workers, say=say,
+                             call_graph=obs.call_graph)
     post = posterior_of(grid, kept, fits, obs, p_none)
     return Ranking(grid=grid, kept=kept, fits=fits, posterior=post,
                    seconds=time.perf_counter() - t0)
 
 
 def evidence_fits(grid: Grid, kept: list[int], *, seed: int, workers: int,
-                  say: Progress | None = None) -> dict[FitKey, Fit]:
+                  say: Progress | None = None,
+                  call_graph: Mapping[str, frozenset[str]] | None = None) -> dict[FitKey, Fit]:
     """Fit every (component, role, onset candidate, drift multiplier) on ``workers`` cores.
 
     Nothing moves at the onset under ``none``, so it is fitted at the first candidate only.
+    Where the call graph gives a component callees, the variants of its mechanisms are
+    fitted too and mixed into their evidence (``_with_variants``).
     """
     if say is not None:
         say("compiling the mechanism models (cached after the first run)", 0.0)
-    prepare_fitters(ROLES, N_TIME, workers)
+    callers = [c for c in grid.components if call_graph and call_graph.get(c.name)]
+    prepare_fitters(ROLES + (VARIANTS if callers else ()), N_TIME, workers)
     tasks = [(c_i, r_i, k, s) for r_i, role in enumerate(ROLES)
              for c_i in range(len(grid.components))
              for k in (kept[:1] if role == "none" else kept)
@@ -233,8 +240,75 @@ def evidence_fits(grid: Grid, kept: list[int], *, seed: int, workers: int,
             break
         fits.update(better)
     fits = _tied_to_twins(fits)
-    return {(grid.components[c_i].name, ROLES[r_i], k, s): fit
-            for (c_i, r_i, k, s), fit in fits.items()}
+    named = {(grid.components[c_i].name, ROLES[r_i], k, s): fit
+             for (c_i, r_i, k, s), fit in fits.items()}
+    if not callers:
+        return named
+    if say is not None:
+        say(f"evidence: variants at {len(callers)} components with callees", 0.6)
+    tasks_v = [(c_i, len(ROLES) + v_i, k, s) for v_i in range(len(VARIANTS))
+               for c_i, comp in enumerate(grid.components) if comp in callers
+               for k in kept for s in range(len(DRIFT_MULTS))]
+
+    def fit_variant(task: tuple[int, int, int, int]) -> Fit:
+        c_i, r_i, k, s = task
+        comp, variant = grid.components[c_i], VARIANTS[r_i - len(ROLES)]
+        data = _input(comp, grid, k, s)
+        starts = _variant_starts(variant, {role: named[(comp.name, role, k, s)].x_map
+                                           for role in _VARIANT_PARTS[variant]}, data)
+        return _fit(variant, data, rng_of(c_i, r_i, k, s), starts=starts)
+
+    variants = {(grid.components[c_i].name, VARIANTS[r_i - len(ROLES)], k, s): fit
+                for (c_i, r_i, k, s), fit in zip(
+                    tasks_v, map_tasks(fit_variant, tasks_v, workers), strict=True)}
+    return _with_variants(named, variants)
+
+
+#: Prior share of a variant in its mechanism's evidence, where it applies: of the surges at
+#: a component with callees, those that pass on enough load to saturate one. Nothing
+#: measured sets it; a third keeps a surge whose callees kept up within half a nat
+#: (log 1.5) of what it earned before variants, and costs the variant 1.2 nats where it
+#: is what happened, against tens of nats of fit it gains there.
+VARIANT_SHARE = 0.3
+#: Variant -> the roles whose optima, merged, start its fit: the surge's own parameters,
+#: and the callee waits and errors a propagated role found at the same component.
+_VARIANT_PARTS: dict[str, tuple[str, ...]] = {
+    "traffic_surge_via_callees": ("traffic_surge", "propagated")}
+
+
+def _variant_starts(variant: str, optima: Mapping[str, np.ndarray],
+                    data: ComponentInput) -> list[np.ndarray]:
+    """Starts for ``variant``'s fit: its parts' optima merged, and its own default starts.
+
+    From its default starts alone the optimiser would have to find both a surge and a
+    callee's saturation in a likelihood with several modes; each part has found its own.
+    """
+    f_v = fitter(variant, N_TIME)
+    merged = f_v.merge([(optima[role], fitter(role, N_TIME)) for role in _VARIANT_PARTS[variant]])
+    return ([merged] if merged is not None else []) + f_v.starts(data)
+
+
+def _with_variants(fits: dict[FitKey, Fit], variants: dict[FitKey, Fit]) -> dict[FitKey, Fit]:
+    """``fits`` with each mechanism's evidence mixed with its variant's, where fitted.
+
+    The mixture's evidence is ``(1 - q) Z_mechanism + q Z_variant`` (q = ``VARIANT_SHARE``):
+    the variant is the mechanism with a prior that lets one more thing happen, and the
+    hypothesis is the same. The fit filed under the mechanism is the one with the larger
+    share of the mixture, so the leader is sampled, and its predictions drawn, from the
+    model that explains the data (``Fit.model`` says which).
+    """
+    out = dict(fits)
+    for (comp, variant, k, s), f_v in variants.items():
+        key = (comp, REGISTRY[variant].variant_of or "", k, s)
+        f_m = fits[key]
+        a = np.log1p(-VARIANT_SHARE) + f_m.log_evidence
+        b = np.log(VARIANT_SHARE) + f_v.log_evidence
+        log_z = float(np.logaddexp(a, b))
+        w = float(np.exp(b - log_z))
+        se = float(np.hypot((1.0 - w) * f_m.stderr, w * f_v.stderr))
+        chosen = dataclasses.replace(f_v, model=variant) if w > 0.5 else f_m
+        out[key] = dataclasses.replace(chosen, log_evidence=log_z, stderr=se)
+    return out
 
 
 #: Role -> its twins: roles with the same likelihood and parameters and other priors, whose
@@ -521,7 +595,7 @@ def _ambiguity(grid: Grid, post: Posterior, kept: list[int],
         key = (lead[j], comp)
         if key not in changes:
             role, k, fit, data = fit_of(*key)
-            mu, _ = _laplace_predict(role, fit, data, 48, rng)
+            mu, _ = _laplace_predict(fit.model or role, fit, data, 48, rng)
             after = grid.candidates[k].step > 0.5
             changes[key] = mu[:, :, after].mean(axis=2) - mu[:, :, ~after].mean(axis=2)
         return changes[key][:, ROWS.index(row)]
@@ -604,7 +678,7 @@ def _latent(raw: az.InferenceData, mechanism: str) -> dict[str, Any]:
 def _report(obs: Observations, grid: Grid, post: Posterior, kept: list[int], leader: Hypothesis,
             k_lead: int,
             raw: az.InferenceData, diag: Diagnostics, adequacy: dict[str, Any],
-            ambiguity: dict[str, Any], seed: int) -> dict[str, Any]:
+            ambiguity: dict[str, Any], seed: int, sampled_model: str) -> dict[str, Any]:
     order = post.order()
     probs = np.round(post.probability[order], 6)
     probs[0] += 1.0 - probs.sum()  # rounding must not break the sum
@@ -655,6 +729,7 @@ def _report(obs: Observations, grid: Grid, post: Posterior, kept: list[int], lea
                         "divergences": diag.divergences, "converged": diag.converged,
                         "sampler": "nuts", "chains": diag.chains, "draws": diag.draws,
                         "tune": diag.tune, "sampled_hypothesis": leader.label,
+                        "sampled_model": sampled_model,
                         "evidence_method": "laplace + importance sampling",
                         "normal_variation": {
                             "drift_multipliers": list(DRIFT_MULTS),

@@ -89,6 +89,9 @@ class Fit:
     #: Per twin role (``fit``'s ``twins``): log of the twin's evidence over this role's, and
     #: its standard error; absent where this role's draws cannot say (see ``twin_ratio``).
     twin_log_ratio: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    #: The role whose model ``x_map``, ``cov``, ``mu`` and ``sigma`` belong to, when it is not
+    #: the role the fit is filed under (a variant standing in for its mechanism); else None.
+    model: str | None = None
 
 
 class RoleFitter:
@@ -275,10 +278,10 @@ class RoleFitter:
         Only ``free`` parameters move; the others stay at 0.
         """
         set_component(self.model, data)
-        x_map = self._map(self._starts(data) if starts is None else starts, free)
+        x_map = self._map(self.starts(data) if starts is None else starts, free)
         return x_map, self._covariance(x_map, free)
 
-    def _starts(self, data: ComponentInput) -> list[np.ndarray]:
+    def starts(self, data: ComponentInput) -> list[np.ndarray]:
         """Starting points: drift at the observed shift, and (unless ``none``) without it.
 
         Starting from the data's own level shift puts L-BFGS near the mode of the roles that
@@ -356,23 +359,32 @@ class RoleFitter:
         or applied (a non-positive value has no image then); this role's own parameters
         start from its initial point.
         """
+        return self.merge([(x, other)])
+
+    def merge(self, points: Sequence[tuple[np.ndarray, RoleFitter]]) -> np.ndarray | None:
+        """A point of this role from other roles' points, or None if one has no image.
+
+        Each parameter comes from the first point whose role has it (as in ``translate``);
+        the rest stay at this role's initial point.
+        """
         out = self._x0.copy()
         for name, sl in self._slices.items():
             base = name.removesuffix("_log__")
-            if name in other._slices:
-                src = x[other._slices[name]]
-            elif base != name and base in other._slices:
-                src = x[other._slices[base]]
-                if np.any(src <= 0):
-                    return None
-                src = np.log(src)
-            elif f"{name}_log__" in other._slices:
-                src = np.exp(x[other._slices[f"{name}_log__"]])
-            else:
-                continue
-            if src.size != sl.stop - sl.start:
-                continue
-            out[sl] = src
+            for x, other in points:
+                if name in other._slices:
+                    src = x[other._slices[name]]
+                elif base != name and base in other._slices:
+                    src = x[other._slices[base]]
+                    if np.any(src <= 0):
+                        return None
+                    src = np.log(src)
+                elif f"{name}_log__" in other._slices:
+                    src = np.exp(x[other._slices[f"{name}_log__"]])
+                else:
+                    continue
+                if src.size == sl.stop - sl.start:
+                    out[sl] = src
+                break
         return out
 
     def with_value(self, x: np.ndarray, name: str, value: float) -> np.ndarray | None:

@@ -31,6 +31,15 @@ P_LOADED = 0.05
 P_PROPAGATED_CALLER = 0.6
 P_LOADED_CALLEE = 0.5
 P_OTHER = 0.02
+#: A callee's load changes with what its root passes on: more calls under a surge or a retry
+#: storm, fewer once a capacity loss caps the throughput (``P_LOADED_CALLEE``). An error
+#: fault sheds only the failing share's calls, a slowdown or a leak passes on fewer only if
+#: it saturates the root, so under those a loaded callee is less likely (model version 11).
+#: At 0.5 for every mechanism, each quiet callee cost an error fault 0.7 nats, and one in
+#: orders (five callees) lost 3 nats to a slowdown in a leaf callee, which has no callees
+#: to pay for: simulated 021 and 088 stayed ambiguous, their error faults at p 0.83-0.95.
+P_LOADED_CALLEE_QUIET = 0.2
+_PASS_ON_LOAD = frozenset({"traffic_surge", "retry_storm", "capacity_loss"})
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,7 @@ def combine(
         se2 = np.zeros((n_s, n_k))
         callers = _callers(call_graph, h.component) if call_graph and h.component else set()
         callees = _callees(call_graph, h.component) if call_graph and h.component else set()
+        p_callee = P_LOADED_CALLEE if h.mechanism in _PASS_ON_LOAD else P_LOADED_CALLEE_QUIET
         for c_i, c in enumerate(components):
             if c == h.component:
                 total = total + le[(c, h.mechanism)]
@@ -157,7 +167,7 @@ def combine(
                 pp, pl = P_PROPAGATED, P_LOADED
             else:
                 pp = P_PROPAGATED_CALLER if c in callers else P_OTHER
-                pl = P_LOADED_CALLEE if c in callees else P_OTHER
+                pl = p_callee if c in callees else P_OTHER
             terms = np.stack([np.log(pp) + le[(c, "propagated")],
                               np.log(pl) + le[(c, "loaded")],
                               np.log(1.0 - pp - pl) + none_e])

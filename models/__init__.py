@@ -41,6 +41,7 @@ __all__ = [
     "RETRY_FLOOR",
     "ROLES",
     "ROWS",
+    "VARIANTS",
     "ROW_NUISANCE",
     "ComponentInput",
     "Drivers",
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 #: Version of the model library; results made with another version are stale.
-MODEL_VERSION = "10"
+MODEL_VERSION = "11"
 
 #: The root mechanisms of the INTERFACE.md vocabulary (``none`` is the absence of a root).
 MECHANISMS: tuple[str, ...] = (
@@ -68,6 +69,10 @@ MECHANISMS: tuple[str, ...] = (
 #: Every role a component can play: a root mechanism, or, when it is not the root, propagated
 #: (latency and errors from a callee), loaded (arrivals from a caller) or unaffected (none).
 ROLES: tuple[str, ...] = (*MECHANISMS, "propagated", "loaded", "none")
+
+#: Variants of root mechanisms (``Mechanism.variant_of``): fitted beside their mechanism where
+#: they apply, and mixed into its evidence (``latentcause.inference.engine``).
+VARIANTS: tuple[str, ...] = ("traffic_surge_via_callees",)
 
 
 def config_sha256() -> str:
@@ -80,11 +85,15 @@ def config_sha256() -> str:
 def describe_library() -> str:
     """The library as text: name, summary, hidden state and signature of each mechanism."""
     lines = []
-    for name in ("none", *MECHANISMS, "propagated", "loaded"):
+    for name in ("none", *MECHANISMS, *VARIANTS, "propagated", "loaded"):
         mech = REGISTRY[name]()
         sig = "  ".join(f"{r}{d}" for r, d in mech.signature.items())
         hidden = ", ".join(mech.hidden_state) or "-"
-        role = "" if mech.is_root else "  (role of a non-root component)"
+        role = ""
+        if mech.variant_of:
+            role = f"  (variant of {mech.variant_of}, where the call graph shows callees)"
+        elif not mech.is_root:
+            role = "  (role of a non-root component)"
         lines += [f"{name}{role}", f"    {mech.summary}", f"    hidden state: {hidden}",
                   f"    signature:    {sig}"]
         lines.append("    priors:       " + ", ".join(

@@ -148,6 +148,9 @@ class Mechanism:
     #: The class default; each instance holds its own copy (possibly overridden).
     priors: Mapping[str, Prior]
     is_root: ClassVar[bool] = True
+    #: For a variant, the mechanism whose hypothesis it serves (the engine mixes the two);
+    #: None for a mechanism of the vocabulary or a role.
+    variant_of: ClassVar[str | None] = None
 
     def __init__(self, priors: Mapping[str, Prior] | None = None) -> None:
         self.priors = dict(self.priors if priors is None else priors)

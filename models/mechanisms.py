@@ -26,6 +26,7 @@ __all__ = [
     "Propagated",
     "RetryStorm",
     "ServiceSlowdown",
+    "SurgeThroughCallees",
     "TrafficSurge",
 ]
 
@@ -158,6 +159,48 @@ class TrafficSurge(Mechanism):
         log_load = params["log_load"] * d.step
         rows, hidden = _queueing(params, d, log_load, 0.0 * d.step)
         rows["cpu"] = rows.pop("cpu_served")  # cpu follows the work actually served
+        return Effects(rows, hidden)
+
+
+@register
+class SurgeThroughCallees(TrafficSurge):
+    """A traffic surge whose load, passed on to the root's callees, saturates one of them.
+
+    A variant of ``traffic_surge``, not a mechanism of its own: its hypothesis is still a
+    surge at the root. The root forwards its extra arrivals, so a callee near its capacity
+    queues, the root waits on it (``callee_time`` and the callees' share of its latency
+    rise) and passes its timeouts on as errors, on top of its own queue. The plain surge
+    leaves the callees' share of the latency as it was, so when a callee did saturate the
+    root's own data looked like a surge plus a propagated slowdown, which no single role
+    of the root could be, and the blame went to the callee (simulated 086: a surge entering
+    carts saturated carts-db, and carts-db/traffic_surge came out at p 1.00). The engine
+    mixes the two with the prior share ``VARIANT_SHARE`` where the call graph shows callees.
+    """
+
+    name = "traffic_surge_via_callees"
+    variant_of = "traffic_surge"
+    summary = "arrivals rose past the headroom and, passed on, saturated a callee"
+    signature = {**TrafficSurge.signature, "err": "+", "callee_time": "+"}
+    priors = {
+        **TrafficSurge.priors,
+        "lat_rise": Prior("HalfNormal", {"sigma": 3.0},
+                          "log rise of the time spent waiting on callees (up to a timeout)"),
+        "err_rise": Prior("HalfNormal", {"sigma": 3.0}, "logit error rise from callees"),
+    }
+
+    def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
+        surge = super().effects(params, d)
+        rows, hidden = dict(surge.rows), dict(surge.hidden)
+        waits = params["lat_rise"] * d.step
+        own = rows["self_time"]
+        # The whole latency is own time plus callee time, each stretched by its own ratio;
+        # with the split unknown (own_share 1) the callees' part is not seen in it.
+        share = d.own_share
+        lat = pt.switch(pt.lt(share, 1.0),
+                        pt.log(share * pt.exp(own) + (1.0 - share) * pt.exp(waits)), own)
+        err = rows["err"] + params["err_rise"] * d.step
+        rows.update({"lat": lat, "lat_tail": lat, "callee_time": waits, "err": err})
+        hidden.update({"latency_ratio": pt.exp(lat), "error_ratio": _logit_ratio(d, err)})
         return Effects(rows, hidden)
 
 

@@ -18,6 +18,8 @@ import pandas as pd
 import pytest
 
 from latentcause.inference import ambiguity as amb
+from latentcause.inference import engine
+from latentcause.inference.evidence import Fit
 from latentcause.inference.grid import independent_share, make_grid
 from latentcause.inference.hypotheses import Hypothesis, combine, prior_weights
 from latentcause.models import MECHANISMS, ROLES
@@ -139,6 +141,46 @@ def test_a_callee_loaded_by_its_caller_supports_the_caller_as_root() -> None:
     assert p["front/traffic_surge"] > 5 * p["db/traffic_surge"]
     i = [h.label for h in post.hypotheses].index("front/traffic_surge")
     assert post.loaded[i, comps.index("db")] > 0.99
+
+
+def test_an_error_fault_does_not_expect_its_quiet_callees_to_be_loaded() -> None:
+    """Only what changes the load a root passes on (a surge, a storm, a capacity cap) makes
+    its callees likely loaded; an error fault over quiet callees is not charged for them."""
+    comps = ["front", "mid", "a", "b", "c"]
+    graph = {"front": frozenset({"mid"}), "mid": frozenset({"a", "b", "c"}),
+             "a": frozenset(), "b": frozenset(), "c": frozenset()}
+    log_e, log_se = _evidence(comps, None)
+    log_e[("mid", "error_fault")] = np.array([10.0])
+    log_e[("mid", "traffic_surge")] = np.array([10.0])
+    for callee in ("a", "b", "c"):
+        log_e[(callee, "loaded")] = log_e[(callee, "propagated")] = np.array([-50.0])
+    post = combine(comps, log_e, log_se, np.ones(1), prior_weights(comps), graph)
+    p = dict(zip([h.label for h in post.hypotheses], post.probability, strict=True))
+    quiet = np.log((1 - 0.02 - 0.2) / (1 - 0.02 - 0.5))   # per quiet callee, in nats
+    assert np.log(p["mid/error_fault"] / p["mid/traffic_surge"]) == pytest.approx(3 * quiet)
+
+
+def _fit(log_evidence: float, stderr: float = 0.5) -> Fit:
+    return Fit(log_evidence=log_evidence, stderr=stderr, laplace=log_evidence,
+               x_map=np.zeros(2), cov=np.eye(2), mu=np.zeros((1, 1)), sigma=np.ones((1, 1)),
+               ess=50.0)
+
+
+def test_a_variant_is_mixed_into_its_mechanisms_evidence_at_its_prior_share() -> None:
+    q = engine.VARIANT_SHARE
+    fits = {("a", "traffic_surge", 3, 0): _fit(0.0), ("b", "traffic_surge", 3, 0): _fit(0.0),
+            ("a", "none", 3, 0): _fit(-1.0)}
+    variants = {("a", "traffic_surge_via_callees", 3, 0): _fit(20.0),
+                ("b", "traffic_surge_via_callees", 3, 0): _fit(-30.0)}
+    out = engine._with_variants(fits, variants)
+    for comp, e_v in (("a", 20.0), ("b", -30.0)):
+        mixed = out[(comp, "traffic_surge", 3, 0)]
+        assert mixed.log_evidence == pytest.approx(np.log((1 - q) + q * np.exp(e_v)))
+    # Where the variant explains the data, its fit stands for the surge (sampled from it).
+    assert out[("a", "traffic_surge", 3, 0)].model == "traffic_surge_via_callees"
+    assert out[("b", "traffic_surge", 3, 0)].model is None
+    assert out[("b", "traffic_surge", 3, 0)].stderr == pytest.approx(0.5)
+    assert out[("a", "none", 3, 0)] is fits[("a", "none", 3, 0)]
 
 
 def test_independent_share_counts_correlated_bins_for_less() -> None:
@@ -364,3 +406,28 @@ def test_the_share_of_retries_tells_a_storm_from_a_surge(tmp_path: Path) -> None
     surge = next(h for h in report["hypotheses"]
                  if (h["component"], h["mechanism"]) == ("payment", "traffic_surge"))
     assert surge["probability"] < 0.05
+
+
+@pytest.mark.slow
+def test_a_surge_that_saturates_a_callee_is_blamed_on_the_service_it_entered(
+        tmp_path: Path) -> None:
+    """Simulated suite case 086 (seed 2026): a surge entering carts (arrivals x2.2) saturated
+    carts-db, and carts waited on it and passed its timeouts on. Its own data are a surge and
+    a propagated slowdown at once, which only the surge's variant through the callees
+    explains; before it, carts-db/traffic_surge came out at p 1.00."""
+    case = tmp_path / "surge"
+    subprocess.run([CLI, "simulate", "--mechanism", "traffic_surge", "--component", "carts",
+                    "--seed", "1410389057", "--magnitude", "moderate", "--out", str(case)],
+                   check=True, capture_output=True)
+    out = tmp_path / "out"
+    proc = subprocess.run([CLI, "analyze", "--input", str(case), "--traces",
+                           str(case / "traces.json.gz"), "--out", str(out), "--draws", "300",
+                           "--quiet"], capture_output=True, text=True, timeout=1800, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    top = report["hypotheses"][0]
+    assert (top["component"], top["mechanism"]) == ("carts", "traffic_surge")
+    assert top["probability"] > 0.9
+    assert report["diagnostics"]["sampled_model"] == "traffic_surge_via_callees"
+    waits = report["trigger"]["changes"]
+    assert any(c["signal"] == "callee_time" and c["ratio"]["median"] > 5 for c in waits)

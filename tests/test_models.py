@@ -48,6 +48,7 @@ from latentcause.models import (
     ROLES,
     ROW_NUISANCE,
     ROWS,
+    VARIANTS,
     ComponentInput,
     Drivers,
     Mechanism,
@@ -109,6 +110,10 @@ def test_registry_holds_the_vocabulary_and_the_non_root_roles() -> None:
     assert set(MECHANISMS) == set(VOCABULARY) - {"none"}
     assert set(ROLES) == {*VOCABULARY, "propagated", "loaded"}
     assert [n for n in REGISTRY if not REGISTRY[n].is_root] == ["propagated", "loaded"]
+    # Variants serve a mechanism's hypothesis; they are neither mechanisms nor roles.
+    assert [n for n in REGISTRY if REGISTRY[n].variant_of] == list(VARIANTS)
+    for name in VARIANTS:
+        assert REGISTRY[name].variant_of in MECHANISMS and name not in ROLES
 
 
 def test_only_a_retry_storm_raises_the_share_of_retries() -> None:
@@ -555,6 +560,29 @@ def test_a_queue_stretches_only_the_services_own_share_of_its_latency() -> None:
     assert np.allclose(np.exp(post(share, "lat")), 1.0 + 0.75 * np.expm1(1.5))
 
 
+def test_a_surge_through_callees_is_a_surge_plus_the_wait_on_a_saturated_callee() -> None:
+    """The variant with no callee wait and no callee errors is the surge, row for row; with
+    them, the callees' share of the latency (spans' callee time) stretches by the wait, the
+    own share by the queue, and the callees' errors add to the queue's on the logit scale."""
+    surge = {"log_load": 0.7, "rho0": 0.4, "sat_err": 1.0, "lat_ceiling": CEILING}
+    plain, _ = effect_fn("traffic_surge")(own_share=0.25, **surge)
+    nested, _ = effect_fn("traffic_surge_via_callees")(own_share=0.25, lat_rise=0.0,
+                                                        err_rise=0.0, **surge)
+    assert np.allclose(nested, plain)
+    rows, hidden = effect_fn("traffic_surge_via_callees")(own_share=0.25, lat_rise=2.0,
+                                                         err_rise=1.5, **surge)
+    own = post(plain, "self_time")
+    assert np.allclose(post(rows, "self_time"), own)
+    assert np.allclose(post(rows, "callee_time"), 2.0)
+    for row in ("lat", "lat_tail"):
+        assert np.allclose(np.exp(post(rows, row)), 0.25 * np.exp(own) + 0.75 * np.exp(2.0))
+    assert np.allclose(post(rows, "err"), post(plain, "err") + 1.5)
+    assert np.allclose(post(rows, "rps"), post(plain, "rps"))
+    assert np.allclose(post(rows, "cpu"), post(plain, "cpu"))
+    assert np.allclose(hidden["latency_ratio"][POST], np.exp(post(rows, "lat")))
+    assert np.all(rows[:, PRE] == 0.0)
+
+
 def test_error_fault_raises_errors_with_latency_flat_or_lower() -> None:
     f = effect_fn("error_fault")
     for fast_fail in (0.0, 0.3, 3.0, 30.0):
@@ -664,7 +692,7 @@ def prior_change(name: str) -> tuple[np.ndarray, np.ndarray]:
     return mu[:, :, POST].mean(-1) - mu[:, :, PRE].mean(-1), mu[:, :, PRE]
 
 
-@pytest.mark.parametrize("name", ROLES)
+@pytest.mark.parametrize("name", (*ROLES, *VARIANTS))
 def test_prior_predictive_shows_the_signature(name: str) -> None:
     change, pre = prior_change(name)
     assert np.all(np.isfinite(change))
@@ -752,7 +780,7 @@ def _inputs(grid: Grid) -> list[tuple[str, ComponentInput]]:
             for comp in grid.components for k in ks]
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("role", (*ROLES, *VARIANTS))
 def test_finite_logp_and_gradient_at_start_points(role: str, incidents: dict[str, Grid]) -> None:
     f = fitter(role, N_TIME)
     bad = []
@@ -760,7 +788,7 @@ def test_finite_logp_and_gradient_at_start_points(role: str, incidents: dict[str
     for name, grid in incidents.items():
         for label, data in _inputs(grid):
             set_component(f.model, data)
-            for i, x in enumerate([f._x0, *f._starts(data)]):
+            for i, x in enumerate([f._x0, *f.starts(data)]):
                 lp, grad = f._fg(x)
                 (mu,), (sigma,) = f.predict(data, x)
                 checked += 1
