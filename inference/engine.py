@@ -211,8 +211,8 @@ def evidence_fits(grid: Grid, kept: list[int], *, seed: int, workers: int,
     """
     if say is not None:
         say("compiling the mechanism models (cached after the first run)", 0.0)
-    callers = [c for c in grid.components if call_graph and call_graph.get(c.name)]
-    prepare_fitters(ROLES + (VARIANTS if callers else ()), N_TIME, workers)
+    with_callees = [c for c in grid.components if call_graph and call_graph.get(c.name)]
+    prepare_fitters(ROLES + (VARIANTS if with_callees else ()), N_TIME, workers)
     tasks = [(c_i, r_i, k, s) for r_i, role in enumerate(ROLES)
              for c_i in range(len(grid.components))
              for k in (kept[:1] if role == "none" else kept)
@@ -242,12 +242,12 @@ def evidence_fits(grid: Grid, kept: list[int], *, seed: int, workers: int,
     fits = _tied_to_twins(fits)
     named = {(grid.components[c_i].name, ROLES[r_i], k, s): fit
              for (c_i, r_i, k, s), fit in fits.items()}
-    if not callers:
+    if not with_callees:
         return named
     if say is not None:
-        say(f"evidence: variants at {len(callers)} components with callees", 0.6)
+        say(f"evidence: variants at {len(with_callees)} components with callees", 0.6)
     tasks_v = [(c_i, len(ROLES) + v_i, k, s) for v_i in range(len(VARIANTS))
-               for c_i, comp in enumerate(grid.components) if comp in callers
+               for c_i, comp in enumerate(grid.components) if comp in with_callees
                for k in kept for s in range(len(DRIFT_MULTS))]
 
     def fit_variant(task: tuple[int, int, int, int]) -> Fit:
@@ -266,9 +266,9 @@ def evidence_fits(grid: Grid, kept: list[int], *, seed: int, workers: int,
 
 #: Prior share of a variant in its mechanism's evidence, where it applies: of the surges at
 #: a component with callees, those that pass on enough load to saturate one. Nothing
-#: measured sets it; a third keeps a surge whose callees kept up within half a nat
-#: (log 1.5) of what it earned before variants, and costs the variant 1.2 nats where it
-#: is what happened, against tens of nats of fit it gains there.
+#: measured sets it; 0.3 keeps a surge whose callees kept up within 0.36 nats (log 1/0.7)
+#: of what it earned before variants, and costs the variant 1.2 nats (log 1/0.3) where it
+#: is what happened, against about 14 and 45 nats of fit it gained there (suite 086, 069).
 VARIANT_SHARE = 0.3
 #: Variant -> the roles whose optima, merged, start its fit: the surge's own parameters,
 #: and the callee waits and errors a propagated role found at the same component.
