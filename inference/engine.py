@@ -631,7 +631,12 @@ def _interval(x: np.ndarray) -> dict[str, Any]:
             "interval_95": [round(float(lo), 4), round(float(hi), 4)]}
 
 
-def _trigger(grid: Grid, leader: Hypothesis, k: int, raw: az.InferenceData) -> dict[str, Any]:
+def _trigger(grid: Grid, leader: Hypothesis, k: int, raw: az.InferenceData,
+             model: str) -> dict[str, Any]:
+    """What changed at the onset at the root, in the words of the model sampled.
+
+    ``model`` is the leader's mechanism, or its variant where that explained the data.
+    """
     assert leader.component is not None
     root = grid.component(leader.component)
     after = grid.candidates[k].step > 0.5
@@ -645,7 +650,7 @@ def _trigger(grid: Grid, leader: Hypothesis, k: int, raw: az.InferenceData) -> d
                         "ratio": _interval(np.exp(effect))})
     big = sorted(changes, key=lambda c: -abs(np.log(c["ratio"]["median"])))[:3]
     words = ", ".join(f"{c['signal']} x{c['ratio']['median']:.3g}" for c in big)
-    mech = REGISTRY[leader.mechanism]
+    mech = REGISTRY[model]
     return {"component": root.name, "mechanism": leader.mechanism,
             "description": f"at the onset {root.name}'s {words} ({mech.summary})",
             "changes": changes}
@@ -722,7 +727,7 @@ def _report(obs: Observations, grid: Grid, post: Posterior, kept: list[int], lea
         "onset": onset,
         "ambiguity": ambiguity,
         "adequacy": adequacy,
-        "trigger": _trigger(grid, leader, k_lead, raw),
+        "trigger": _trigger(grid, leader, k_lead, raw, sampled_model),
         "latent_condition": _latent(raw, leader.mechanism),
         "diagnostics": {"rhat_max": round(diag.rhat_max, 4),
                         "ess_bulk_min": round(diag.ess_bulk_min, 1),

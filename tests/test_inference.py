@@ -431,3 +431,4 @@ def test_a_surge_that_saturates_a_callee_is_blamed_on_the_service_it_entered(
     assert report["diagnostics"]["sampled_model"] == "traffic_surge_via_callees"
     waits = report["trigger"]["changes"]
     assert any(c["signal"] == "callee_time" and c["ratio"]["median"] > 5 for c in waits)
+    assert "saturated a callee" in report["trigger"]["description"]
