@@ -211,7 +211,7 @@ def evidence_fits(grid: Grid, kept: list[int], *, seed: int, workers: int,
     """
     if say is not None:
         say("compiling the mechanism models (cached after the first run)", 0.0)
-    with_callees = [c for c in grid.components if call_graph and call_graph.get(c.name)]
+    with_callees = {c.name for c in grid.components if call_graph and call_graph.get(c.name)}
     prepare_fitters(ROLES + (VARIANTS if with_callees else ()), N_TIME, workers)
     tasks = [(c_i, r_i, k, s) for r_i, role in enumerate(ROLES)
              for c_i in range(len(grid.components))
@@ -247,7 +247,7 @@ def evidence_fits(grid: Grid, kept: list[int], *, seed: int, workers: int,
     if say is not None:
         say(f"evidence: variants at {len(with_callees)} components with callees", 0.6)
     tasks_v = [(c_i, len(ROLES) + v_i, k, s) for v_i in range(len(VARIANTS))
-               for c_i, comp in enumerate(grid.components) if comp in with_callees
+               for c_i, comp in enumerate(grid.components) if comp.name in with_callees
                for k in kept for s in range(len(DRIFT_MULTS))]
 
     def fit_variant(task: tuple[int, int, int, int]) -> Fit:

@@ -43,6 +43,13 @@ _CEILING = Prior("Gamma", {"alpha": 4.0, "beta": 0.7},
 #: transformed: the optimiser stepped out of (0, 1) at its first step and stopped there.
 _INFLIGHT = Prior("Normal", {"mu": -6.0, "sigma": 2.0},
                   "log-odds of the share of the baseline memory held by requests in flight")
+#: What a component's callees do to it: the time it waits on them and the errors they pass
+#: on. The ``propagated`` role and the surge's variant through its callees carry them.
+_CALLEE_PRIORS = {
+    "lat_rise": Prior("HalfNormal", {"sigma": 3.0},
+                      "log rise of the time spent waiting on callees (up to a timeout)"),
+    "err_rise": Prior("HalfNormal", {"sigma": 3.0}, "logit error rise from callees"),
+}
 #: The parameters ``_queueing`` reads: every mechanism built on it carries them.
 _QUEUE_PRIORS = {"rho0": _RHO0, "sat_err": _SAT_ERR, "lat_ceiling": _CEILING,
                  "inflight": _INFLIGHT}
@@ -181,12 +188,7 @@ class SurgeThroughCallees(TrafficSurge):
     variant_of = "traffic_surge"
     summary = "arrivals rose past the headroom and, passed on, saturated a callee"
     signature = {**TrafficSurge.signature, "err": "+", "callee_time": "+"}
-    priors = {
-        **TrafficSurge.priors,
-        "lat_rise": Prior("HalfNormal", {"sigma": 3.0},
-                          "log rise of the time spent waiting on callees (up to a timeout)"),
-        "err_rise": Prior("HalfNormal", {"sigma": 3.0}, "logit error rise from callees"),
-    }
+    priors = {**TrafficSurge.priors, **_CALLEE_PRIORS}
 
     def effects(self, params: P, d: Drivers) -> Effects:  # noqa: D102
         surge = super().effects(params, d)
@@ -410,9 +412,7 @@ class Propagated(Mechanism):
                  "cpu": "0", "mem": "0", "rps": "0"}
     is_root = False
     priors = {
-        "lat_rise": Prior("HalfNormal", {"sigma": 3.0},
-                          "log rise of the time spent waiting on callees (up to a timeout)"),
-        "err_rise": Prior("HalfNormal", {"sigma": 3.0}, "logit error rise from callees"),
+        **_CALLEE_PRIORS,
         "small_shift": Prior("Normal", {"mu": 0.0, "sigma": 0.15}, "small cpu and rate change"),
     }
 
