@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 #: Version of the model library; results made with another version are stale.
-MODEL_VERSION = "11"
+MODEL_VERSION = "12"
 
 #: The root mechanisms of the INTERFACE.md vocabulary (``none`` is the absence of a root).
 MECHANISMS: tuple[str, ...] = (
