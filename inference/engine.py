@@ -654,10 +654,30 @@ def _trigger(grid: Grid, leader: Hypothesis, k: int, raw: az.InferenceData,
                         "ratio": _interval(np.exp(effect))})
     big = sorted(changes, key=lambda c: -abs(np.log(c["ratio"]["median"])))[:3]
     words = ", ".join(f"{c['signal']} x{c['ratio']['median']:.3g}" for c in big)
-    mech = REGISTRY[model]
+    util = (raw["posterior"]["utilisation"].to_numpy().reshape(-1, N_TIME)
+            if "utilisation" in raw["posterior"] else None)
     return {"component": root.name, "mechanism": leader.mechanism,
-            "description": f"at the onset {root.name}'s {words} ({mech.summary})",
+            "description": f"at the onset {root.name}'s {words} "
+                           f"({_mechanism_words(model, util, after)})",
             "changes": changes}
+
+
+def _mechanism_words(model: str, utilisation: np.ndarray | None, after: np.ndarray) -> str:
+    """How ``model`` made the change, true to the sampled utilisation (draws by bins).
+
+    A mechanism's summary may speak of saturation ("arrivals rose past the headroom"),
+    which a small surge never reaches (simulated 091: 21 % -> 26 %); there the mechanism's
+    ``summary_below_saturation`` is said instead, and the utilisation before and after.
+    """
+    mech = REGISTRY[model]
+    if utilisation is None:
+        return mech.summary
+    before, later = (float(np.median(utilisation[:, part].mean(axis=1)))
+                     for part in (~after, after))
+    how = mech.summary
+    if later < 1.0 and mech.summary_below_saturation is not None:
+        how = mech.summary_below_saturation
+    return f"{how}; utilisation {before:.0%} -> {later:.0%}"
 
 
 def _latent(raw: az.InferenceData, mechanism: str) -> dict[str, Any]:

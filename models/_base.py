@@ -151,6 +151,10 @@ class Mechanism:
     #: For a variant, the mechanism whose hypothesis it serves (the engine mixes the two);
     #: None for a mechanism of the vocabulary or a role.
     variant_of: ClassVar[str | None] = None
+    #: How to say what happened when the utilisation stayed below 1 after the onset, for a
+    #: mechanism whose ``summary`` speaks of saturation; None where ``summary`` holds at any
+    #: size (see the engine's trigger).
+    summary_below_saturation: ClassVar[str | None] = None
 
     def __init__(self, priors: Mapping[str, Prior] | None = None) -> None:
         self.priors = dict(self.priors if priors is None else priors)

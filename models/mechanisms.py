@@ -149,6 +149,8 @@ class TrafficSurge(Mechanism):
 
     name = "traffic_surge"
     summary = "arrivals rose past the headroom: queueing delay from saturation"
+    # A surge need not use up the headroom (simulated 091: utilisation 21 % -> 26 %).
+    summary_below_saturation = "arrivals rose into the headroom, short of saturation"
     hidden_state = ("utilisation", "arrival_ratio", "latency_ratio", "error_ratio")
     signature = {"rps": "+", "cpu": "+", "lat": "+", "lat_tail": "+", "err": "~", "mem": "+",
                  "self_time": "+", "retries": "0"}
@@ -187,6 +189,7 @@ class SurgeThroughCallees(TrafficSurge):
     name = "traffic_surge_via_callees"
     variant_of = "traffic_surge"
     summary = "arrivals rose past the headroom and, passed on, saturated a callee"
+    summary_below_saturation = "arrivals rose into the headroom and, passed on, saturated a callee"
     signature = {**TrafficSurge.signature, "err": "+", "callee_time": "+"}
     priors = {**TrafficSurge.priors, **_CALLEE_PRIORS}
 

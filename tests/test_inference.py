@@ -183,6 +183,22 @@ def test_a_variant_is_mixed_into_its_mechanisms_evidence_at_its_prior_share() ->
     assert out[("a", "none", 3, 0)] is fits[("a", "none", 3, 0)]
 
 
+def test_the_trigger_says_saturation_only_where_the_utilisation_reached_it() -> None:
+    """A surge that used a fifth of the headroom is not "past the headroom"; one that went
+    past 1 is; a mechanism whose summary holds at any size keeps it."""
+    after = np.arange(8) >= 4
+    small = np.tile([0.2, 0.2, 0.2, 0.2, 0.26, 0.26, 0.26, 0.26], (10, 1))
+    words = engine._mechanism_words("traffic_surge", small, after)
+    assert words == "arrivals rose into the headroom, short of saturation; utilisation 20% -> 26%"
+    past = engine._mechanism_words("traffic_surge", small * 5, after)
+    assert past.startswith("arrivals rose past the headroom") and past.endswith("100% -> 130%")
+    assert "saturated a callee" in engine._mechanism_words("traffic_surge_via_callees", small,
+                                                           after)
+    slow = engine._mechanism_words("service_slowdown", small, after)
+    assert slow.startswith("each request takes longer")
+    assert engine._mechanism_words("error_fault", None, after).startswith("requests fail")
+
+
 def test_independent_share_counts_correlated_bins_for_less() -> None:
     rng = np.random.default_rng(3)
     white = rng.standard_normal(64)
@@ -449,3 +465,4 @@ def test_a_steady_recording_makes_a_small_surge_more_than_normal_variation(
     variation = report["diagnostics"]["normal_variation"]
     smallest = variation["drift_multipliers"].index(min(variation["drift_multipliers"]))
     assert variation["probability"][smallest] > 0.9
+    assert "short of saturation" in report["trigger"]["description"]
