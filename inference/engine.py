@@ -60,9 +60,9 @@ ADEQUACY_OUTSIDE_MAX = 0.3
 #: Multipliers of the drift's prior scale (normal variation) at which every role is fitted;
 #: the hypotheses weigh them evenly (``hypotheses.combine``), a grid over a decade. 1 is the
 #: scale sock-shop's separate normal and anomalous recordings need; a quarter of it is what
-#: one steady recording shows between two halves; a tenth lets a steady system's 15 % step
-#: in one latency quantile count as a change (suite 031: 4.5 noise widths, and at a quarter
-#: `none` took it at 0.97). Each value is one more fit per (component, role, onset); the
+#: one steady recording shows between two halves; at a tenth a steady system's 25 % rise in
+#: one component's load is a change (suite 091: `none` at 0.93 with a quarter, the surge at
+#: 1.00 with a tenth). Each value is one more fit per (component, role, onset); the
 #: data choose among them (sock-shop: 1 in 30 of 50 incidents; the simulated suite, whose
 #: windows are one steady recording each: a tenth in 93 of 100).
 DRIFT_MULTS = (0.1, 0.25, 1.0)
