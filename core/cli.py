@@ -43,6 +43,7 @@ def analyze(
     out: Annotated[Path | None, typer.Option(help="Write report.json, report.md, report.html, posterior.nc here.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same seed and input, same report.")] = 0,
     draws: Annotated[int, typer.Option(help="NUTS draws per chain for the leading hypothesis.")] = 500,
+    p_none: Annotated[float | None, typer.Option("--p-none", help="Prior probability of no fault (default 1/7: none counts as one of seven mechanisms).")] = None,
     bearer_token_env: Annotated[str | None, typer.Option(help="Env variable holding a bearer token.")] = None,
     bearer_token_file: Annotated[Path | None, typer.Option(help="File holding a bearer token.")] = None,
     basic_auth_user: Annotated[str | None, typer.Option(help="Basic-auth user name.")] = None,
@@ -58,6 +59,8 @@ def analyze(
     _logging(quiet)
     if out is not None:
         _check_out(out)
+    if p_none is not None and not 0.0 < p_none < 1.0:
+        raise InputError(f"--p-none {p_none:g}: must lie strictly between 0 and 1")
     obs = load_observations(
         input=input, prometheus=prometheus, start=start, end=end, step=step, signals=signals,
         traces=traces, onset=onset, components=component,
@@ -70,7 +73,7 @@ def analyze(
     from latentcause import inference
     from latentcause.reports import summary_lines, write_outputs
 
-    result = inference.analyze(obs, seed=seed, draws=draws)
+    result = inference.analyze(obs, seed=seed, draws=draws, p_none=p_none)
     if out is not None:
         write_outputs(result, out)
     if not quiet:

@@ -29,6 +29,7 @@ from latentcause.inference.hypotheses import (
     Hypothesis,
     Posterior,
     combine,
+    none_prior,
     prior_weights,
     role_of,
 )
@@ -171,6 +172,7 @@ def _analyze(obs: Observations, *, seed: int, draws: int, chains: int, p_none: f
     ambiguity = _ambiguity(grid, post, kept, fits, rng)
     report = _report(obs, grid, post, kept, leader, k_lead, raw, diag, adequacy, ambiguity,
                      seed, sampled_model)
+    report["provenance"]["prior_none"] = round(none_prior(p_none), 6)
     report["timing_s"] = {"evidence": round(t_evidence, 2), "sampling": round(t_sampling, 2),
                           "total": round(time.perf_counter() - t0, 2)}
     idata.attrs.update({
@@ -189,9 +191,10 @@ def rank(obs: Observations, *, seed: int = 0, p_none: float | None = None,
          workers: int | None = None, say: Progress | None = None) -> Ranking:
     """The posterior over hypotheses and onsets, without sampling or reporting.
 
-    The first half of ``analyze``, and what the fast benchmark (``benchmarks/ranking.py``)
+    The first half of ``analyze``, and what ``benchmarks/accuracy.py --ranking-only``
     measures: the same seed gives the same probabilities as the full analysis.
     """
+    none_prior(p_none)  # a bad prior fails now, not after the evidence stage
     t0 = time.perf_counter()
     grid = make_grid(obs)
     kept = screen_candidates(grid)

@@ -15,9 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
+from latentcause.errors import InputError
 from latentcause.models import MECHANISMS
 
-__all__ = ["Hypothesis", "Posterior", "combine", "prior_weights", "role_of"]
+__all__ = ["DEFAULT_P_NONE", "Hypothesis", "Posterior", "combine", "none_prior", "prior_weights",
+           "role_of"]
+
+#: Prior probability of ``none`` unless the user gives one: one of seven, as if it were a
+#: seventh mechanism (the simulated suite's share of fault-free incidents is 14 of 100).
+DEFAULT_P_NONE = 1.0 / (len(MECHANISMS) + 1)
 
 #: Prior probability that a non-root component shows propagated symptoms (latency and errors
 #: from a callee) or is loaded (arrivals changed by a caller), call graph unknown.
@@ -75,11 +81,21 @@ class Posterior:
         return np.argsort(-self.probability, kind="stable")
 
 
+def none_prior(p_none: float | None = None) -> float:
+    """``none``'s prior probability: ``p_none`` checked, or the default."""
+    p0 = DEFAULT_P_NONE if p_none is None else float(p_none)
+    if not 0.0 < p0 < 1.0:
+        raise InputError(f"prior of none {p0:g}: must lie strictly between 0 and 1")
+    return p0
+
+
 def prior_weights(components: Sequence[str],
                   p_none: float | None = None) -> dict[Hypothesis, float]:
-    """Even over mechanisms (``none`` counted as one of them), even over components."""
-    n_mech = len(MECHANISMS) + 1
-    p0 = 1.0 / n_mech if p_none is None else p_none
+    """Even over mechanisms (``none`` counted as one of them), even over components.
+
+    ``p_none`` replaces ``none``'s share; the rest stays even over the others.
+    """
+    p0 = none_prior(p_none)
     each = (1.0 - p0) / (len(MECHANISMS) * max(len(components), 1))
     prior = {Hypothesis(None, "none"): p0}
     for c in components:

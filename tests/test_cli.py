@@ -162,6 +162,17 @@ def test_out_that_is_a_file_is_refused_before_loading(where: str, tmp_path: Path
     assert target.read_text() == "keep me\n"
 
 
+@pytest.mark.parametrize("value", ["0", "1.5"])
+def test_a_prior_of_none_outside_0_to_1_is_refused_before_loading(value: str,
+                                                                   tmp_path: Path) -> None:
+    good = _write(tmp_path, "m.csv", _frame())
+    out = tmp_path / "out"
+    done = run_cli("analyze", "--input", str(good), "--p-none", value, "--out", str(out),
+                   cwd=tmp_path)
+    assert_one_error_line(done, f"--p-none {value}: must lie strictly between 0 and 1")
+    assert not out.exists()
+
+
 def test_neither_or_both_sources_is_one_line(tmp_path: Path) -> None:
     done = run_cli("analyze", "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert_one_error_line(done, "give exactly one of --input PATH or --prometheus URL")
@@ -248,6 +259,25 @@ def example_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_example_analysis_writes_the_four_files(example_run: Path) -> None:
     names = sorted(p.name for p in example_run.iterdir())
     assert names == ["posterior.nc", "report.html", "report.json", "report.md"]
+
+
+def test_the_prior_of_none_given_is_the_one_used_and_recorded(example_run: Path,
+                                                              tmp_path: Path) -> None:
+    """--p-none reaches the engine and the report; the evidence does not depend on it."""
+    default = json.loads((example_run / "report.json").read_text())
+    assert default["provenance"]["prior_none"] == pytest.approx(1 / 7, abs=1e-6)
+    done = subprocess.run(
+        [str(LATENTCAUSE), "analyze", "--input", str(EXAMPLE), "--out", "out", "--draws", "100",
+         "--seed", "0", "--quiet", "--p-none", "0.9"],
+        cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
+        timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    given = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert given["provenance"]["prior_none"] == 0.9
+    evidence = {(h["component"], h["mechanism"]): h["log_evidence"]
+                for h in default["hypotheses"]}
+    assert evidence == {(h["component"], h["mechanism"]): h["log_evidence"]
+                        for h in given["hypotheses"]}
 
 
 @pytest.mark.skipif(not CHECK_REPORT.is_file(), reason="../shared/tools/check_report.py absent")

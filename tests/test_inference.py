@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from latentcause.errors import InputError
 from latentcause.inference import ambiguity as amb
 from latentcause.inference import engine
 from latentcause.inference.evidence import Fit
@@ -37,6 +38,12 @@ def test_prior_is_even_over_mechanisms_with_none_as_one_of_them() -> None:
     per_mech = {m: sum(p for h, p in prior.items() if h.mechanism == m) for m in MECHANISMS}
     assert np.allclose(list(per_mech.values()), prior[Hypothesis(None, "none")])
     assert prior_weights(["a"], p_none=0.5)[Hypothesis(None, "none")] == 0.5
+
+
+@pytest.mark.parametrize("p_none", [0.0, 1.0, -0.1, 1.5])
+def test_a_prior_of_none_outside_0_to_1_is_bad_input(p_none: float) -> None:
+    with pytest.raises(InputError, match="must lie strictly between 0 and 1"):
+        prior_weights(["a"], p_none=p_none)
 
 
 def _evidence(components: list[str], strong: tuple[str, str] | None, n_k: int = 1,
