@@ -21,8 +21,8 @@ from latentcause.models import MECHANISMS
 __all__ = ["DEFAULT_P_NONE", "Hypothesis", "Posterior", "combine", "none_prior", "prior_weights",
            "role_of"]
 
-#: Prior probability of ``none`` unless the user gives one: one of seven, as if it were a
-#: seventh mechanism (the simulated suite's share of fault-free incidents is 14 of 100).
+#: Prior probability of ``none`` unless the user gives one (``--p-none``): one of seven, as
+#: if it were a seventh mechanism, so the prior is even over what could have happened.
 DEFAULT_P_NONE = 1.0 / (len(MECHANISMS) + 1)
 
 #: Prior probability that a non-root component shows propagated symptoms (latency and errors

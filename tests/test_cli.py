@@ -241,19 +241,23 @@ def test_example_is_reproduced_by_its_script(tmp_path: Path) -> None:
         assert (made / name).read_bytes() == (EXAMPLE / name).read_bytes(), name
 
 
-@pytest.fixture(scope="module")
-def example_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Analyse the bundled example once (the expensive step of this module)."""
-    cwd = tmp_path_factory.mktemp("example")
+def _analyse_example(cwd: Path, *options: str) -> Path:
+    """Analyse the bundled example into ``cwd/out`` with ``options`` added; the folder."""
     done = subprocess.run(
         [str(LATENTCAUSE), "analyze", "--input", str(EXAMPLE), "--out", "out",
-         "--draws", "100", "--seed", "0", "--quiet"],
+         "--draws", "100", "--seed", "0", "--quiet", *options],
         cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
         timeout=1200,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     return cwd / "out"
+
+
+@pytest.fixture(scope="module")
+def example_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Analyse the bundled example once (the expensive step of this module)."""
+    return _analyse_example(tmp_path_factory.mktemp("example"))
 
 
 def test_example_analysis_writes_the_four_files(example_run: Path) -> None:
@@ -266,13 +270,7 @@ def test_the_prior_of_none_given_is_the_one_used_and_recorded(example_run: Path,
     """--p-none reaches the engine and the report; the evidence does not depend on it."""
     default = json.loads((example_run / "report.json").read_text())
     assert default["provenance"]["prior_none"] == pytest.approx(1 / 7, abs=1e-6)
-    done = subprocess.run(
-        [str(LATENTCAUSE), "analyze", "--input", str(EXAMPLE), "--out", "out", "--draws", "100",
-         "--seed", "0", "--quiet", "--p-none", "0.9"],
-        cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
-        timeout=1200)
-    assert done.returncode == 0, done.stderr[-3000:]
-    given = json.loads((tmp_path / "out" / "report.json").read_text())
+    given = json.loads((_analyse_example(tmp_path, "--p-none", "0.9") / "report.json").read_text())
     assert given["provenance"]["prior_none"] == 0.9
     evidence = {(h["component"], h["mechanism"]): h["log_evidence"]
                 for h in default["hypotheses"]}
